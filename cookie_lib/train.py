@@ -1,0 +1,326 @@
+"""COOKIE pretraining: one loop for cached (frozen-encoder) and live (fine-tuned encoder) runs.
+
+Single process::
+
+    python -m cookie_lib.train --profile default --out runs/cookie-s0 [--set loss.visual=0 ...] [--resume]
+
+Several processes (gloo on CPU, NCCL on GPU); negatives come from the global batch::
+
+    torchrun --nproc_per_node 2 -m cookie_lib.train --profile default --out runs/ddp
+
+Each step takes ``batch_size`` images per process; every image brings two views and two captions
+(see :mod:`cookie_lib.losses`). Frozen encoders are read from the feature cache; an unfrozen encoder
+runs live on every step. A checkpoint (model, optimiser, scheduler, RNG states, data position, config,
+metrics) is written atomically every ``checkpoint_every`` epochs and when the run is interrupted
+(Ctrl-C / SIGTERM), and ``--resume`` continues bit-for-bit on CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from .config import Config, load_config, resolve_path
+from .data import KarpathyCorpus, load_karpathy, validate_karpathy
+from .evaluate import evaluate_split
+from .features import ImageTokens, SplitFeatures, TextTokens, split_features
+from .losses import CookieLoss
+from .model import CookieModel, TextEncoder, VisualEncoder, build_encoders, visual_tokens_for
+from .runtime import (atomic_save, atomic_write_json, init_distributed, is_main_process, manifest, pick_device,
+                      seed_everything)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced NaN/inf; the message names the step and the loss term."""
+
+
+def sample_pairs(feats: SplitFeatures, idx: torch.Tensor, num_views: int, gen: torch.Generator):
+    """For each image: two distinct views (a, b) and two captions (distinct when it has >= 2).
+
+    Returns views_a, views_b [B] and caption rows c1, c2 [B] (rows of feats.texts).
+    """
+    b = len(idx)
+    order = torch.argsort(torch.rand(b, num_views, generator=gen), dim=1)
+    views_a, views_b = order[:, 0], order[:, 1 % num_views]
+    c1, c2 = [], []
+    for i in idx.tolist():
+        caps = feats.caption_ids[i]
+        pick = torch.randperm(len(caps), generator=gen)[:2].tolist()
+        c1.append(caps[pick[0]])
+        c2.append(caps[pick[-1]])  # a single caption is used twice: the head's dropout makes two views
+    return views_a, views_b, torch.tensor(c1), torch.tensor(c2)
+
+
+class CookieStep(nn.Module):
+    """Everything that trains, as one module (so DistributedDataParallel can wrap it).
+
+    forward(idx [B], views_a, views_b, c1, c2 [B], keys [B]) -> (total loss, {name: loss value}).
+    """
+
+    def __init__(self, model: CookieModel, loss: CookieLoss, images: ImageTokens, texts: TextTokens):
+        super().__init__()
+        self.model, self.loss = model, loss
+        self.images, self.texts = images, texts
+        # register live encoders so their parameters are optimised and synchronised
+        self.visual_encoder = images.encoder
+        self.text_encoder = texts.encoder
+
+    def forward(self, idx, views_a, views_b, c1, c2, keys):
+        need, emb = self.loss.needed(), {}
+        if "v1" in need:
+            emb["v1"] = self.model.embed_image(self.images.tokens(views_a, idx))
+        if "v2" in need:
+            emb["v2"] = self.model.embed_image(self.images.tokens(views_b, idx))
+        for name, rows in (("t1", c1), ("t2", c2)):
+            if name in need:
+                emb[name] = self.model.embed_text(*self.texts.tokens(rows))
+        return self.loss(emb, keys.to(next(iter(emb.values())).device))
+
+
+# ----------------------------------------------------------------------------- the run
+@dataclass
+class RunState:
+    """What a checkpoint restores besides the weights: position, history and metrics so far."""
+    epoch: int = 0  # next epoch to run
+    step_in_epoch: int = 0  # batches of that epoch already done
+    global_step: int = 0
+    history: list[dict] = field(default_factory=list)  # per optimiser step: losses, temperatures, lr
+    epochs: list[dict] = field(default_factory=list)  # per epoch: validation metrics, time
+
+
+def lr_lambda(warmup: int, total: int):
+    """Linear warm-up then cosine decay to 0."""
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+    return f
+
+
+def load_corpus(cfg: Config) -> KarpathyCorpus:
+    """Load the configured dataset, validating every file first when ``data.validate`` is on."""
+    path = resolve_path(cfg.data.dataset)
+    root = resolve_path(cfg.data.image_root) if cfg.data.image_root else None
+    if cfg.data.validate:
+        return validate_karpathy(path, root)
+    return load_karpathy(path, root, max_captions=cfg.data.max_captions)
+
+
+def _capture_rng() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def _restore_rng(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _epoch_order(n: int, seed: int, epoch: int, rank: int, world: int, batch: int) -> list[torch.Tensor]:
+    """The epoch's batches of image indices for this rank: a seeded permutation, split across ranks,
+    full batches only (the global-batch gather needs equal sizes on every rank)."""
+    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    perm = torch.randperm(n, generator=gen)
+    per_step = batch * world
+    steps = n // per_step
+    if steps == 0:
+        raise ValueError(f"train.batch_size={batch} x {world} process(es) is larger than the {n} training images")
+    return [perm[s * per_step + rank * batch: s * per_step + (rank + 1) * batch] for s in range(steps)]
+
+
+class Trainer:
+    """Builds data, model, optimiser from a Config; ``run()`` trains (resuming if asked) and evaluates."""
+
+    def __init__(self, cfg: Config, out_dir: str | Path, progress: bool = True,
+                 corpus: KarpathyCorpus | None = None, encoders: tuple | None = None):
+        self.cfg, self.out = cfg, Path(out_dir)
+        self.progress = progress
+        t = cfg.train
+        self.rank, self.world, local_rank = init_distributed()
+        self.device = pick_device(t.device if t.device != "auto" or not torch.cuda.is_available()
+                                  else f"cuda:{local_rank}")
+        if t.num_threads:
+            torch.set_num_threads(t.num_threads)
+        seed_everything(t.seed)
+        self.corpus = corpus or load_corpus(cfg)
+        dataset = resolve_path(cfg.data.dataset)
+        live_v, live_t = cfg.model.freeze_visual != "all", cfg.model.freeze_text != "all"
+        if encoders is None and (live_v or live_t):
+            encoders = build_encoders(cfg)
+        self.train_feats = split_features(cfg, self.corpus.split("train"), "train",
+                                          t.num_views if not live_v else 1, dataset, encoders)
+        self.val_feats = split_features(cfg, self.corpus.split("val"), "val", 1, dataset, encoders)
+        visual = encoders[0].to(self.device) if live_v else None
+        text = encoders[1].to(self.device) if live_t else None
+        c_v = self.train_feats.image_tokens.shape[-1]
+        c_t = self.train_feats.text_tokens.shape[-1]
+        seed_everything(t.seed)  # the head's initialisation does not depend on what the cache step drew
+        self.model = CookieModel(cfg.model, c_v, c_t, visual_tokens_for(cfg.model.image_size))
+        self.loss = CookieLoss(cfg.loss)
+        self.images = ImageTokens(self.train_feats, visual, cfg.model.image_size, self.device)
+        self.texts = TextTokens(self.train_feats, text, self.device)
+        self.step_module = CookieStep(self.model, self.loss, self.images, self.texts).to(self.device)
+        self.ddp = DistributedDataParallel(self.step_module) if self.world > 1 else None
+        head = [p for p in list(self.model.parameters()) + list(self.loss.parameters()) if p.requires_grad]
+        enc = [p for m in (visual, text) if m is not None for p in m.parameters() if p.requires_grad]
+        groups = [{"params": head, "lr": t.lr}] + ([{"params": enc, "lr": t.encoder_lr}] if enc else [])
+        self.optimizer = torch.optim.AdamW(groups, weight_decay=t.weight_decay)
+        n_train = len(self.train_feats.records)
+        self.steps_per_epoch = len(_epoch_order(n_train, t.seed, 0, self.rank, self.world, t.batch_size)) // t.grad_accum
+        total = self.steps_per_epoch * t.epochs if not t.max_steps else min(t.max_steps, self.steps_per_epoch * t.epochs)
+        self.total_steps = total
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(t.warmup_steps, total))
+        self.state = RunState()
+
+    # -- checkpoints
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / "checkpoint.pt"
+
+    def save_checkpoint(self) -> None:
+        if not is_main_process():
+            return
+        atomic_save({"step_module": self.step_module.state_dict(), "optimizer": self.optimizer.state_dict(),
+                     "scheduler": self.scheduler.state_dict(), "rng": _capture_rng(),
+                     "state": self.state.__dict__, "config": self.cfg.to_dict()}, self.checkpoint_path)
+
+    def load_checkpoint(self) -> None:
+        ckpt = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        if ckpt["config"] != self.cfg.to_dict():
+            raise ValueError(f"{self.checkpoint_path} was written with another config; resume needs the same one")
+        self.step_module.load_state_dict(ckpt["step_module"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        _restore_rng(ckpt["rng"])
+        self.state = RunState(**ckpt["state"])
+
+    # -- loop
+    def _train_step(self, step: int, batches: list[torch.Tensor], gen: torch.Generator) -> dict:
+        t = self.cfg.train
+        module = self.ddp or self.step_module
+        self.optimizer.zero_grad(set_to_none=True)
+        parts_sum: dict[str, float] = {}
+        for k, idx in enumerate(batches):
+            va, vb, c1, c2 = sample_pairs(self.train_feats, idx, self.images.num_views, gen)
+            keys = self.train_feats.keys[idx]
+            sync = self.ddp is None or k == len(batches) - 1
+            ctx = module.no_sync() if not sync else torch.enable_grad()
+            with ctx, torch.autocast(self.device.type, torch.bfloat16, enabled=t.amp == "bf16"):
+                total, parts = module(idx, va, vb, c1, c2, keys)
+            for name, value in parts.items():
+                if not torch.isfinite(value):
+                    raise NonFiniteLossError(f"non-finite {name} loss ({value.item()}) at step {step}; "
+                                             f"the last good checkpoint is {self.checkpoint_path}")
+                parts_sum[name] = parts_sum.get(name, 0.0) + value.item() / len(batches)
+            (total / len(batches)).backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        rec = {"step": step, **parts_sum, "lr": self.scheduler.get_last_lr()[0]}
+        rec.update({f"tau_{n}": 1.0 / self.loss.scale(n).item() for n in self.loss.weights})
+        return rec
+
+    def evaluate(self, feats: SplitFeatures | None = None) -> dict:
+        feats = feats or self.val_feats
+        return evaluate_split(self.model, feats, self.device, image_encoder=self.images.encoder,
+                              text_encoder=self.texts.encoder, image_size=self.cfg.model.image_size)
+
+    def run(self, resume: bool = False) -> RunState:
+        t, st = self.cfg.train, self.state
+        if resume and self.checkpoint_path.exists():
+            self.load_checkpoint()
+            st = self.state
+        interrupted = []
+        old = signal.signal(signal.SIGTERM, lambda *_: interrupted.append(True)) if is_main_process() else None
+        try:
+            while st.epoch < t.epochs and not (t.max_steps and st.global_step >= t.max_steps):
+                t0 = time.perf_counter()
+                self.step_module.train()
+                order = _epoch_order(len(self.train_feats.records), t.seed, st.epoch, self.rank, self.world,
+                                     t.batch_size)
+                groups = [order[i:i + t.grad_accum] for i in range(0, self.steps_per_epoch * t.grad_accum, t.grad_accum)]
+                bar = tqdm(total=len(groups), initial=st.step_in_epoch, desc=f"epoch {st.epoch + 1}/{t.epochs}",
+                           disable=not (self.progress and is_main_process()), leave=False)
+                for s in range(st.step_in_epoch, len(groups)):
+                    if t.max_steps and st.global_step >= t.max_steps:
+                        break
+                    gen = torch.Generator().manual_seed(t.seed * 1_000_003 + st.epoch * 10_007 + s)
+                    rec = self._train_step(st.global_step, groups[s], gen)
+                    st.history.append({"epoch": st.epoch, **rec})
+                    st.global_step += 1
+                    st.step_in_epoch = s + 1
+                    bar.update(1)
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in rec.items() if k in self.loss.weights})
+                    if interrupted:
+                        raise KeyboardInterrupt("SIGTERM")
+                bar.close()
+                finished = st.epoch
+                st.epoch, st.step_in_epoch = st.epoch + 1, 0
+                if st.epoch % t.eval_every == 0 or st.epoch == t.epochs:
+                    metrics = self.evaluate() if is_main_process() else {}
+                    st.epochs.append({"epoch": finished + 1, "seconds": time.perf_counter() - t0, **metrics})
+                if t.checkpoint_every and st.epoch % t.checkpoint_every == 0:
+                    self.save_checkpoint()
+        except KeyboardInterrupt:
+            self.save_checkpoint()  # on-demand checkpoint at the exact data position; --resume continues
+            raise
+        finally:
+            if old is not None:
+                signal.signal(signal.SIGTERM, old)
+        self.save_checkpoint()
+        return st
+
+    def write_summary(self, extra: dict | None = None) -> dict:
+        """metrics.json in the run folder: final validation metrics, per-epoch curve, provenance."""
+        summary = manifest(self.cfg.to_dict(), final=self.state.epochs[-1] if self.state.epochs else {},
+                           epochs=self.state.epochs, steps=self.state.global_step, world_size=self.world,
+                           **(extra or {}))
+        if is_main_process():
+            atomic_write_json(summary, self.out / "metrics.json")
+        return summary
+
+
+def _parse_overrides(items: list[str]) -> dict:
+    import yaml
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise SystemExit(f"--set expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k] = yaml.safe_load(v)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Pretrain COOKIE (see module docstring).")
+    p.add_argument("--profile", default=None, help="profiles/NAME.yaml or a path")
+    p.add_argument("--out", required=True, help="run folder (checkpoint.pt, metrics.json)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="dotted overrides, e.g. loss.visual=0")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    cfg = load_config(a.profile, _parse_overrides(a.set))
+    trainer = Trainer(cfg, a.out, progress=not a.no_progress)
+    trainer.run(resume=a.resume)
+    summary = trainer.write_summary()
+    if is_main_process():
+        print({k: round(v, 2) for k, v in summary["final"].items() if isinstance(v, float)})
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
