@@ -218,6 +218,9 @@ def load_config(profile: str | Path | None = None, overrides: dict | None = None
             values = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"profile {str(path)!r} is not valid YAML: {err}") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"profile {str(path)!r} must be a YAML mapping (optionally under 'config:'), "
+                              f"got {type(values).__name__}")
         values = values.get("config", values)  # a profile may hold other run-level keys beside "config"
     return config_from_dict(values, overrides)
 

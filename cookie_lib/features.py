@@ -25,6 +25,10 @@ from .data import ImageRecord
 from .model import IMAGENET_MEAN, IMAGENET_STD, TextEncoder, VisualEncoder
 from .runtime import atomic_save
 
+# The augmented views are drawn once, with this fixed seed, and shared by every run and training seed:
+# the cache is a property of the data. Training seeds change the head's init, data order and sampling.
+CACHE_SEED = 0
+
 
 def image_transform(size: int, augment: bool) -> T.Compose:
     """PIL RGB -> normalised float tensor [3, size, size]; ``augment`` adds crop/flip/colour jitter views."""
@@ -130,7 +134,7 @@ def cache_key(cfg: Config, dataset: Path, split: str, views: int) -> str:
     m = cfg.model
     stat = dataset.stat()
     ident = dict(dataset=str(dataset.resolve()), size=stat.st_size, mtime=int(stat.st_mtime), split=split,
-                 views=views, seed=cfg.train.seed, backbone=m.visual_backbone, vw=m.visual_weights,
+                 views=views, seed=CACHE_SEED, backbone=m.visual_backbone, vw=m.visual_weights,
                  text=m.text_model, image_size=m.image_size, max_text_len=m.max_text_len,
                  max_captions=cfg.data.max_captions, version=1)
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
@@ -151,7 +155,7 @@ def split_features(cfg: Config, records: list[ImageRecord], split: str, views: i
             from .model import build_encoders
             encoders = build_encoders(cfg)
         visual, text = encoders
-        image_tokens = encode_images(records, visual, cfg.model.image_size, views, cfg.train.seed, desc=split)
+        image_tokens = encode_images(records, visual, cfg.model.image_size, views, CACHE_SEED, desc=split)
         text_tokens, text_mask = encode_texts(texts, text)
         blob = dict(image_tokens=image_tokens, text_tokens=text_tokens, text_mask=text_mask,
                     imgids=torch.tensor([r.imgid for r in records]))

@@ -116,6 +116,7 @@ class TextEncoder(nn.Module):
         self.max_len = max_len
         self.out_dim = self.bert.config.hidden_size
         layers = list(self.bert.encoder.layer)
+        self.bert.requires_grad_(False)  # the pooler is unused (token states only): never trainable, or DDP fails
         self.bert.embeddings.requires_grad_(freeze == "none")
         _set_trainable(layers, freeze)
         self.frozen = freeze == "all"

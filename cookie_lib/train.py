@@ -214,8 +214,12 @@ class Trainer:
         module = self.ddp or self.step_module
         self.optimizer.zero_grad(set_to_none=True)
         parts_sum: dict[str, float] = {}
-        for k, idx in enumerate(batches):
-            va, vb, c1, c2 = sample_pairs(self.train_feats, idx, self.images.num_views, gen)
+        for k, global_idx in enumerate(batches):
+            # views and captions are drawn for the whole global batch (same draws on every rank, and the
+            # same as one process with batch_size x world), then this rank keeps its slice
+            drawn = sample_pairs(self.train_feats, global_idx, self.images.num_views, gen)
+            mine = slice(self.rank * t.batch_size, (self.rank + 1) * t.batch_size)
+            idx, (va, vb, c1, c2) = global_idx[mine], (x[mine] for x in drawn)
             keys = self.train_feats.keys[idx]
             sync = self.ddp is None or k == len(batches) - 1
             ctx = module.no_sync() if not sync else torch.enable_grad()
@@ -249,8 +253,9 @@ class Trainer:
             while st.epoch < t.epochs and not (t.max_steps and st.global_step >= t.max_steps):
                 t0 = time.perf_counter()
                 self.step_module.train()
-                order = _epoch_order(len(self.train_feats.records), t.seed, st.epoch, self.rank, self.world,
-                                     t.batch_size)
+                # global batches (rank r takes the r-th slice of each in _train_step)
+                order = _epoch_order(len(self.train_feats.records), t.seed, st.epoch, 0, 1,
+                                     t.batch_size * self.world)
                 groups = [order[i:i + t.grad_accum] for i in range(0, self.steps_per_epoch * t.grad_accum, t.grad_accum)]
                 bar = tqdm(total=len(groups), initial=st.step_in_epoch, desc=f"epoch {st.epoch + 1}/{t.epochs}",
                            disable=not (self.progress and is_main_process()), leave=False)

