@@ -1,0 +1,202 @@
+"""Figures and small report helpers for the notebooks (the notebooks only import and call these).
+
+Every figure function returns a matplotlib Figure; ``save_figure`` writes it atomically (temp file in
+the same folder, then ``os.replace``), so an interrupted notebook never leaves a truncated PNG.
+
+    from cookie_lib.plots import loss_curves, save_figure
+    fig = loss_curves([result["history"] for result in results])
+    save_figure(fig, results_dir / "fig_loss_curves.png")
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import textwrap
+from collections import Counter
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from .data import KarpathyCorpus
+
+LOSS_TERMS = ("cross_modal", "visual", "textual")
+
+
+def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
+    """``fig.savefig`` to a temporary PNG beside ``path``, then rename it over ``path`` (atomic on POSIX)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+# ----------------------------------------------------------------------------- data (01)
+def design_of(record) -> str:
+    """The designer of an emoji image: the folder it lies in (``images/<design>/<KEY>.png``)."""
+    return record.path.parent.name
+
+
+def caption_kinds(corpus: KarpathyCorpus) -> pd.DataFrame:
+    """Captions per kind (cldr_label, cldr_keywords, short_name, template, ...), with the share in %
+    and whether the kind is templated (generated from a fixed phrase) or human-written."""
+    counts = Counter(k for r in corpus.records for k in r.caption_kinds)
+    df = pd.DataFrame({"kind": list(counts), "captions": list(counts.values())})
+    df["source"] = np.where(df.kind == "template", "templated", "human")
+    df["share (%)"] = (100 * df.captions / df.captions.sum()).round(1)
+    return df.sort_values("captions", ascending=False).reset_index(drop=True)
+
+
+def contact_sheet(corpus: KarpathyCorpus, n_concepts: int = 8, width: int = 28):
+    """Rows: ``n_concepts`` evenly spaced concepts drawn by every design; columns: the designs, then the
+    concept's human captions (CLDR label + keywords, wrapped)."""
+    by_concept: dict[str, dict[str, object]] = {}
+    for r in corpus.records:
+        by_concept.setdefault(r.key, {})[design_of(r)] = r
+    designs = sorted({design_of(r) for r in corpus.records})
+    complete = [k for k, d in by_concept.items() if len(d) == len(designs)] or list(by_concept)
+    picks = [complete[i] for i in np.linspace(0, len(complete) - 1, min(n_concepts, len(complete))).astype(int)]
+    fig, axes = plt.subplots(len(picks), len(designs) + 1, squeeze=False,
+                             figsize=(1.3 * len(designs) + 3.2, 1.35 * len(picks)),
+                             gridspec_kw={"width_ratios": [1] * len(designs) + [2.6]})
+    for i, key in enumerate(picks):
+        for j, design in enumerate(designs):
+            ax = axes[i, j]
+            ax.axis("off")
+            rec = by_concept[key].get(design)
+            if rec is not None:
+                with Image.open(rec.path) as im:
+                    ax.imshow(im.convert("RGB"))
+            if i == 0:
+                ax.set_title(design, fontsize=9)
+        rec = next(iter(by_concept[key].values()))
+        caps = dict(zip(rec.caption_kinds, rec.captions))
+        text = caps.get("cldr_label", rec.captions[0])
+        if "cldr_keywords" in caps:
+            text += "\n" + textwrap.shorten(caps["cldr_keywords"], 3 * width, placeholder=" ...")
+        ax = axes[i, -1]
+        ax.axis("off")
+        ax.text(0, 0.5, "\n".join(textwrap.fill(line, width) for line in text.split("\n")),
+                va="center", fontsize=7.5, family="monospace")
+        if i == 0:
+            ax.set_title("label / keywords", fontsize=9, loc="left")
+    fig.suptitle("The same concept drawn by independent designers, with its CLDR captions", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- training curves (02)
+def smooth(values, window: int) -> np.ndarray:
+    """Trailing moving average (the first points average over what exists so far)."""
+    v = np.asarray(values, float)
+    if window <= 1 or len(v) < 2:
+        return v
+    c = np.cumsum(np.insert(v, 0, 0.0))
+    idx = np.arange(1, len(v) + 1)
+    lo = np.maximum(0, idx - window)
+    return (c[idx] - c[lo]) / (idx - lo)
+
+
+def mean_loss_history(histories: list[list[dict]], terms=LOSS_TERMS) -> pd.DataFrame:
+    """Per optimiser step, the mean over seeds of each loss term (rows: step; columns: terms present)."""
+    frames = [pd.DataFrame(h).set_index("step") for h in histories]
+    present = [t for t in terms if all(t in f.columns for f in frames)]
+    return pd.concat([f[present] for f in frames]).groupby(level=0).mean()
+
+
+def loss_curves(histories: list[list[dict]], terms=LOSS_TERMS, window: int | None = None):
+    """One line per loss term (mean over seeds, moving-average smoothed), against the optimiser step."""
+    mean = mean_loss_history(histories, terms)
+    window = window or max(1, len(mean) // 20)
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for term in mean.columns:
+        ax.plot(mean.index, mean[term].to_numpy(), alpha=0.25)
+        ax.plot(mean.index, smooth(mean[term], window), color=ax.lines[-1].get_color(), label=term)
+    ax.set(xlabel="optimiser step", ylabel="InfoNCE loss",
+           title=f"Training losses (mean of {len(histories)} seed(s), moving average {window})")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def val_curves(val_epochs: list[list[dict]], metrics=("rsum", "img_r1", "txt_r1")):
+    """Validation metric per epoch, one panel per metric: mean over seeds with a +-1 std band."""
+    frames = [pd.DataFrame(e).set_index("epoch") for e in val_epochs]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2), squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        table = pd.concat([f[m] for f in frames], axis=1)
+        mean, std = table.mean(axis=1), table.std(axis=1, ddof=1).fillna(0.0)
+        ax.plot(mean.index, mean, marker="o")
+        ax.fill_between(mean.index, mean - std, mean + std, alpha=0.2)
+        ax.set(xlabel="epoch", title=f"val {m}")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- ablations (03, 04)
+def grouped_bars(df: pd.DataFrame, variants: list[str], metrics: dict[str, str]):
+    """One panel per task (``{task: metric}``), one bar per variant: mean over seeds, error bar = std."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.8 * len(metrics), 3.6), squeeze=False)
+    g = df.groupby("variant")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (task, m) in zip(axes[0], metrics.items()):
+        mean = g[m].mean().reindex(variants)
+        std = g[m].std(ddof=1).reindex(variants).fillna(0.0)
+        ax.bar(range(len(variants)), mean, yerr=std, capsize=3, color=colors[:len(variants)])
+        ax.set_xticks(range(len(variants)), variants, rotation=35, ha="right", fontsize=8)
+        ax.set_title(f"{task} ({m})", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def depth_plot(df: pd.DataFrame, depth: dict[str, int], metrics: dict[str, str]):
+    """Metric vs transformer depth L (mean over seeds, error bar = std), one panel per task."""
+    d = df[df.variant.isin(depth)].assign(depth=lambda x: x.variant.map(depth))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2), squeeze=False)
+    for ax, (task, m) in zip(axes[0], metrics.items()):
+        s = d.groupby("depth")[m]
+        ax.errorbar(s.mean().index, s.mean(), yerr=s.std(ddof=1).fillna(0.0), marker="o", capsize=3)
+        ax.set(xlabel="depth L of the shared head", title=f"{task} ({m})")
+        ax.set_xticks(sorted(set(depth.values())))
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- report (05, 06)
+def inference_ratio(bench_csv: str | Path) -> dict | None:
+    """From ``python -m cookie_lib.bench``'s CSV: the two-stream / one-stream inference-time ratio at the
+    largest N measured (the paper's setting is 5,000 images x 25,000 captions). None if absent."""
+    path = Path(bench_csv)
+    if not path.exists():
+        return None
+    b = pd.read_csv(path)
+    rows = b[(b.benchmark == "inference") & (b.metric == "ratio_two_over_one")].copy()
+    if rows.empty:
+        return None
+    rows["n"] = rows.setting.str.extract(r"N=(\d+)", expand=False).astype(float)
+    best = rows.sort_values("n").iloc[-1]
+    return {"setting": best.setting, "ratio": float(best.value)}
+
+
+def claim_sentence(row: dict | pd.Series) -> str:
+    """One plain sentence per row of ``claims_table``: reproduced or not, and by how much."""
+    verdict = row["reproduced?"]
+    gap = f"{row['diff (points)']:+.2f} points ({row['diff (relative %)']:+.1f} %), p = {row['p (Welch)']}"
+    what = f"**{row['claim']}** ({row['comparison']}, {row['metric']}; paper: {row['paper']}):"
+    if verdict == "yes":
+        return f"{what} reproduced, {gap}."
+    if verdict == "no: within noise":
+        return f"{what} not reproduced: the difference is within noise, {gap}."
+    if verdict == "no: opposite":
+        return f"{what} not reproduced: the opposite holds, {gap}."
+    return f"{what} {verdict}, {gap}."
