@@ -137,7 +137,7 @@ def cache_key(cfg: Config, dataset: Path, split: str, views: int) -> str:
     ident = dict(dataset=str(dataset.resolve()), size=stat.st_size, mtime=int(stat.st_mtime), split=split,
                  views=views, seed=CACHE_SEED, backbone=m.visual_backbone, vw=m.visual_weights,
                  text=m.text_model, image_size=m.image_size, max_text_len=m.max_text_len,
-                 max_captions=cfg.data.max_captions, version=1)
+                 max_captions=cfg.data.max_captions, version=2)  # bump when transforms change
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
