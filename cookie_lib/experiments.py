@@ -11,12 +11,19 @@ missing.
 """
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 from scipy import stats
+from tqdm.auto import tqdm
 
 from .config import Config, load_config, resolve_path
 from .data import KarpathyCorpus
@@ -84,16 +91,57 @@ def run_one(profile: str, variant: str, seed: int, corpus: KarpathyCorpus | None
     return result
 
 
+def profile_workers(profile: str) -> int:
+    """The profile's top-level ``workers`` key (parallel runs), default 1."""
+    path = Path(profile) if Path(profile).suffix else resolve_path("profiles") / f"{profile}.yaml"
+    values = yaml.safe_load(path.read_text()) or {} if path.exists() else {}
+    workers = values.get("workers", 1) if isinstance(values, dict) else 1
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"{path}: workers={workers!r} must be an int >= 1")
+    return workers
+
+
+def _run_in_subprocess(profile: str, variant: str, seed: int, extra: dict | None, runs_root) -> dict:
+    """Train one run in a fresh single-threaded process (``python -m cookie_lib.experiments``)."""
+    cmd = [sys.executable, "-m", "cookie_lib.experiments", "--profile", str(profile), "--variant", variant,
+           "--seed", str(seed), "--runs-root", str(runs_root), "--extra", json.dumps(extra or {})]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"run {variant} seed {seed} failed:\n{proc.stderr[-3000:]}")
+    return json.loads((run_dir(profile, variant, seed, runs_root) / "result.json").read_text())
+
+
 def run_grid(profile: str, variants: list[str], seeds: list[int], extra: dict | None = None,
-             runs_root: str | Path = "runs", progress: bool = True) -> pd.DataFrame:
-    """Run (or load) every variant x seed; one row per run with the test metrics and train seconds."""
+             runs_root: str | Path = "runs", progress: bool = True, workers: int | None = None) -> pd.DataFrame:
+    """Run (or load) every variant x seed; one row per run with the test metrics and train seconds.
+
+    ``workers`` > 1 trains that many runs at once, each in its own single-threaded process (default: the
+    profile's ``workers`` key). On 2 small cores two 1-thread runs do more work per second than one
+    2-thread run, whose threads mostly wait on each other for these small matrices. A run's result
+    does not depend on how it was launched.
+    """
+    workers = workers or profile_workers(profile)
     corpus = load_corpus(load_config(profile, extra))  # validated once for the whole grid
-    rows = []
-    for variant in variants:
-        for seed in seeds:
-            r = run_one(profile, variant, seed, corpus, extra, runs_root, progress)
-            rows.append({"variant": variant, "seed": seed, "train_seconds": r["train_seconds"], **r["test"]})
-    return pd.DataFrame(rows)
+    jobs = [(profile, v, s, corpus, extra, runs_root) for v in variants for s in seeds]
+    if workers > 1 and len(jobs) > 1:
+        # the feature cache is built once, here, before the workers would race to build it
+        split_features_for(profile, extra, corpus)
+        with ThreadPoolExecutor(workers) as pool:  # threads only wait on the training subprocesses
+            futures = [pool.submit(_run_in_subprocess, p, v, s, e, r) for p, v, s, _, e, r in jobs]
+            results = [f.result() for f in tqdm(futures, desc=f"runs ({workers} at a time)", disable=not progress)]
+    else:
+        results = [run_one(*job, progress=progress) for job in jobs]
+    return pd.DataFrame([{"variant": r["variant"], "seed": r["seed"], "train_seconds": r["train_seconds"],
+                          **r["test"]} for r in results])
+
+
+def split_features_for(profile: str, extra: dict | None, corpus: KarpathyCorpus) -> None:
+    """Make sure the cached train/val/test features of a profile exist (computing them if needed)."""
+    cfg = load_config(profile, extra)
+    dataset = resolve_path(cfg.data.dataset)
+    for split, views in (("train", cfg.train.num_views), ("val", 1), ("test", 1)):
+        split_features(cfg, corpus.split(split), split, views, dataset)
 
 
 def frozen_encoder_metrics(profile: str, extra: dict | None = None) -> dict[str, float]:
@@ -186,3 +234,22 @@ def to_markdown(df: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Train and test one (variant, seed) of the replication grid.")
+    p.add_argument("--profile", required=True)
+    p.add_argument("--variant", required=True, choices=list(VARIANTS) + list(FINETUNE))
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--runs-root", default="runs")
+    p.add_argument("--extra", default="{}", help="JSON object of dotted config overrides")
+    a = p.parse_args(argv)
+    extra = json.loads(a.extra)
+    cfg = load_config(a.profile, extra)
+    corpus = load_corpus(load_config(a.profile, {**extra, "data.validate": False})) if cfg.data.validate else None
+    r = run_one(a.profile, a.variant, a.seed, corpus, extra or None, a.runs_root, progress=False)
+    print(json.dumps({"variant": a.variant, "seed": a.seed, "rsum": r["test"].get("rsum")}))
+
+
+if __name__ == "__main__":
+    main()

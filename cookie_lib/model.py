@@ -112,7 +112,7 @@ class TextEncoder(nn.Module):
             raise FileNotFoundError(f"model.text_model={str(path)!r} has no config.json (a HF model directory is needed)")
         # from_pretrained(dir) reads the vocab correctly; BertTokenizerFast(vocab_file=...) would not (transformers 5).
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.bert = AutoModel.from_pretrained(path)
+        self.bert = AutoModel.from_pretrained(path, dtype=torch.float32)  # train in fp32 whatever the file holds
         self.max_len = max_len
         self.out_dim = self.bert.config.hidden_size
         layers = list(self.bert.encoder.layer)
