@@ -197,7 +197,7 @@ def text_matching_set(records, query_kind="cldr_label", candidate_kind="cldr_key
     """(query_texts, query_keys, candidate_texts, candidate_keys) for text->text matching.
 
     One query (the first caption of ``query_kind``) and one candidate (first of ``candidate_kind``)
-    per key, in order of first appearance; all images of a key share captions, so the first record
+    per key, in order of first appearance (queries only for keys that have a candidate); all images of a key share captions, so the first record
     with the kind is used. Positives are texts with the same key.
     """
     found = {query_kind: {}, candidate_kind: {}}
@@ -209,7 +209,10 @@ def text_matching_set(records, query_kind="cldr_label", candidate_kind="cldr_key
         if not texts:
             have = sorted({k for r in records for k in r.caption_kinds})
             raise ValueError(f"no caption of kind {kind!r} in these records; kinds present: {have}")
-    q, c = found[query_kind], found[candidate_kind]
+    # a key without a candidate text (e.g. an emoji with no CLDR keywords) cannot be a query; it would
+    # have no positive. Every candidate stays in the pool as a distractor.
+    c = found[candidate_kind]
+    q = {k: t for k, t in found[query_kind].items() if k in c}
     return list(q.values()), list(q.keys()), list(c.values()), list(c.keys())
 
 

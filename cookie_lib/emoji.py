@@ -60,6 +60,7 @@ DESIGNS = {
                "Fluent Emoji (flat) by Microsoft Corporation (https://github.com/microsoft/fluentui-emoji), "
                "MIT License; rasterised to 64 px PNG, composited on white (fluentui-emoji 1.3.0)."),
 }
+DEFAULT_CACHE = Path(__file__).resolve().parent.parent / "data" / ".cache"  # npm tarballs, whatever the cwd
 DEFAULT_DESIGNS = ("noto", "twemoji", "openmoji", "fluent")
 TEXT_NOTICE = (
     "Captions: Unicode CLDR annotations (Unicode License v3, https://www.unicode.org/license.txt) via "
@@ -232,7 +233,7 @@ def select_concepts(concepts: list[dict], max_concepts: int | None) -> list[dict
     return [concepts[int(i * step)] for i in range(max_concepts)]
 
 
-def build(out: Path, designs=DEFAULT_DESIGNS, cache_dir: Path = Path("data/.cache"), max_concepts=None,
+def build(out: Path, designs=DEFAULT_DESIGNS, cache_dir: Path = DEFAULT_CACHE, max_concepts=None,
           test_frac=0.15, val_frac=0.10, openmoji_text=None, progress=True) -> dict:
     """Build the corpus into ``out`` atomically (a temp folder renamed at the end); return counts."""
     designs = tuple(designs)
@@ -315,7 +316,7 @@ def main(argv=None) -> int:
     b.add_argument("--out", type=Path, required=True)
     b.add_argument("--designs", default=",".join(DEFAULT_DESIGNS),
                    help=f"comma-separated subset of {','.join(DESIGNS)}")
-    b.add_argument("--cache-dir", type=Path, default=Path("data/.cache"))
+    b.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
     b.add_argument("--max-concepts", type=int, default=None, help="evenly spaced subset (for fixtures)")
     b.add_argument("--test-frac", type=float, default=0.15)
     b.add_argument("--val-frac", type=float, default=0.10)

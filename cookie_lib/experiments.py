@@ -167,6 +167,8 @@ def summary_table(df: pd.DataFrame, metrics: list[str] | None = None, order: lis
     g = df.groupby("variant", sort=False)
     mean, std, n = g[metrics].mean(), g[metrics].std(ddof=1).fillna(0.0), g["seed"].count()
     table = mean.round(1).astype(str) + " ± " + std.round(1).astype(str)
+    single = n[n < 2].index  # one seed: no spread to report, say so rather than "± 0.0"
+    table.loc[single] = mean.loc[single].round(1).astype(str) + " (1 seed)"
     table.insert(0, "seeds", n)
     return table.reindex([v for v in (order or table.index) if v in table.index])
 
