@@ -82,13 +82,14 @@ def is_main_process() -> bool:
 
 
 def git_commit() -> str:
-    """The commit the code came from, with '+dirty' when the work tree has uncommitted changes."""
+    """The commit the code came from, with '+dirty' when tracked files outside results/ have uncommitted changes."""
     root = Path(__file__).resolve().parent.parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True).stdout.strip()
+        # generated outputs (results/) do not make the code dirty; a rerun rewrites them by design
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
+                               cwd=root, capture_output=True, text=True).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
