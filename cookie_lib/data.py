@@ -153,6 +153,9 @@ def validate_karpathy(json_path, image_root=None, check_images=True, max_errors=
         if "filepath" in img and not isinstance(img["filepath"], str):
             problems.append(f"{where}: 'filepath' must be str")
             bad = True
+        for field in ("concept", "design", "group", "subgroup"):  # optional, but used as keys and classes
+            if field in img and not isinstance(img[field], str):
+                problems.append(f"{where}: '{field}' must be str, got {type(img[field]).__name__}")
         if isinstance(imgid, int) and not isinstance(imgid, bool):
             if imgid in seen:
                 problems.append(f"{where}: duplicate imgid (first at images[{seen[imgid]}])")
@@ -169,6 +172,8 @@ def validate_karpathy(json_path, image_root=None, check_images=True, max_errors=
                 raw = s.get("raw") if isinstance(s, dict) else None
                 if not isinstance(raw, str) or not raw.strip():
                     problems.append(f"{where}: sentences[{j}] 'raw' must be a non-empty string, got {raw!r}")
+                elif "kind" in s and not isinstance(s["kind"], str):
+                    problems.append(f"{where}: sentences[{j}] 'kind' must be str, got {type(s['kind']).__name__}")
         if check_images and not bad:
             path = root / img.get("filepath", "") / img["filename"]
             reason = _check_image(path)
