@@ -33,7 +33,7 @@ def results_block(results: Path = ROOT / "results") -> str:
     return "\n".join([
         START,
         f"Profile `{manifest['profile']}`, seeds {manifest['seeds']}, {manifest['n_runs']} training runs "
-        f"({manifest['total_train_seconds'] / 60:.0f} min of training in total), commit `{manifest['commit'][:7]}`. "
+        f"({manifest['total_train_seconds'] / 60:.0f} min of training summed over runs, two at a time), commit `{manifest['commit'][:7]}`. "
         "Test split, mean ± std over seeds. RSUM is out of 600, and every other metric is out of 100. Generated from "
         "[results/summary.md](results/summary.md) by `scripts/update_readme.py`.",
         "",
