@@ -40,6 +40,7 @@ import torch
 from .config import LossConfig, ModelConfig, project_root
 from .features import ImageTokens, SplitFeatures, TextTokens
 from .losses import CookieLoss
+from .metrics import cross_modal_retrieval
 from .model import CookieModel, OneStreamModel, TextEncoder, VisualEncoder, visual_tokens_for
 from .runtime import atomic_write_json, atomic_write_text, manifest
 from .train import CookieStep, sample_pairs
@@ -261,7 +262,6 @@ def inference_benchmark(rows: Rows, device: torch.device, sizes: dict, encoders=
         img = torch.nn.functional.normalize(torch.randn(n, 256, generator=gen), dim=1).to(device)
         txt = torch.nn.functional.normalize(torch.randn(m, 256, generator=gen), dim=1).to(device)
         sim = min(timed(lambda: similarity_topk(img, txt, min(10, n)), device, repeats=2, warmup=1))
-        del img, txt
         two = enc + head + sim
         pairs = one_stream_pairs(n)
         joint = extrapolate_linear(c["one_stream_pair"], 1, pairs)
@@ -479,53 +479,60 @@ def profile_steps(steps: dict, n: int, path: Path, rows: Rows, device: torch.dev
 
 
 # ----------------------------------------------------------------------------- 4. evaluation at scale
-_EVAL_CODE = r"""
-import json, resource, sys, threading, time, torch
-from cookie_lib.metrics import cross_modal_retrieval
-n, caps, d = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-g = torch.Generator().manual_seed(0)
-img = torch.nn.functional.normalize(torch.randn(n, d, generator=g), dim=1)
-txt = torch.nn.functional.normalize(torch.randn(n * caps, d, generator=g), dim=1)
-t2i = torch.arange(n).repeat_interleave(caps)
-cross_modal_retrieval(img[:64], txt[:320], t2i[:320] % 64)  # warm-up (lazy imports, thread pool)
-try:
-    import psutil
-    proc = psutil.Process()
-except ImportError:
-    proc = None
-rss = lambda: proc.memory_info().rss if proc else 0
-peak, done = [rss()], []
-def sample():  # RSS sampled every 2 ms while the call runs
-    while not done:
-        peak.append(rss())
-        time.sleep(0.002)
-before_rss = rss()
-before_max = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-th = threading.Thread(target=sample, daemon=True)
-if proc:
-    th.start()
-t0 = time.perf_counter()
-res = cross_modal_retrieval(img, txt, t2i)
-secs = time.perf_counter() - t0
-done.append(True)
-if proc:
-    th.join()
-after_max = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-mib = 1 / 2**20
-print(json.dumps({"seconds": secs, "threads": torch.get_num_threads(), "rsum": res["rsum"],
-                  "psutil": proc is not None,
-                  "psutil_peak_delta_mib": (max(peak) - before_rss) * mib,
-                  "ru_maxrss_delta_mib": (after_max - before_max) * mib,
-                  "ru_maxrss_mib": after_max * mib,
-                  "rss_before_mib": before_rss * mib}))
-"""
+def eval_scale_child(n: int, caps: int, d: int) -> None:
+    """Run in a fresh process by eval_benchmark: time cross_modal_retrieval on random unit embeddings
+    (N x caps*N, D=d) and sample the RSS every 2 ms during the call; print one JSON line."""
+    import resource
+    import threading
+
+    try:
+        import psutil
+        proc = psutil.Process()
+    except ImportError:
+        proc = None
+    g = torch.Generator().manual_seed(0)
+    img = torch.nn.functional.normalize(torch.randn(n, d, generator=g), dim=1)
+    txt = torch.nn.functional.normalize(torch.randn(n * caps, d, generator=g), dim=1)
+    t2i = torch.arange(n).repeat_interleave(caps)
+    cross_modal_retrieval(img[:64], txt[:320], t2i[:320] % 64)  # warm-up (lazy imports, thread pool)
+
+    def rss() -> int:
+        return proc.memory_info().rss if proc else 0
+
+    peak, done = [rss()], []
+
+    def sample():
+        while not done:
+            peak.append(rss())
+            time.sleep(0.002)
+
+    before_rss = rss()
+    before_max = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    th = threading.Thread(target=sample, daemon=True)
+    if proc:
+        th.start()
+    t0 = time.perf_counter()
+    res = cross_modal_retrieval(img, txt, t2i)
+    secs = time.perf_counter() - t0
+    done.append(True)
+    if proc:
+        th.join()
+    after_max = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    mib = 1 / 2**20
+    print(json.dumps({"seconds": secs, "threads": torch.get_num_threads(), "rsum": res["rsum"],
+                      "psutil": proc is not None,
+                      "psutil_peak_delta_mib": (max(peak) - before_rss) * mib,
+                      "ru_maxrss_delta_mib": (after_max - before_max) * mib,
+                      "ru_maxrss_mib": after_max * mib,
+                      "rss_before_mib": before_rss * mib}))
 
 
 def eval_benchmark(rows: Rows, n_images: int, dim: int = 256) -> dict:
     m = n_images * CAPS_PER_IMAGE
     print(f"\n[4] cross_modal_retrieval at scale: {n_images} x {m}, D={dim} (fresh subprocess)")
     env = {**os.environ, "PYTHONPATH": str(project_root()) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run([sys.executable, "-c", _EVAL_CODE, str(n_images), str(CAPS_PER_IMAGE), str(dim)],
+    code = f"from cookie_lib.bench import eval_scale_child; eval_scale_child({n_images}, {CAPS_PER_IMAGE}, {dim})"
+    proc = subprocess.run([sys.executable, "-c", code],
                           capture_output=True, text=True, cwd=project_root(), env=env, timeout=600)
     if proc.returncode != 0:
         raise RuntimeError(f"evaluation subprocess failed:\n{proc.stderr[-2000:]}")

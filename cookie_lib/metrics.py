@@ -19,7 +19,7 @@ Conventions shared by every function here
   about 11 bytes per block element in float32 (two score buffers + three boolean masks),
   i.e. roughly 300 MB at the default chunk_size=1024 against 25,000 captions.
 
-Run ``python -m cookie_lib.metrics`` for a 5,000 x 25,000 timing and peak-RSS benchmark.
+``python -m cookie_lib.bench`` times a 5,000 x 25,000 evaluation and its peak memory.
 """
 
 from __future__ import annotations
@@ -428,37 +428,3 @@ def text_matching(
     out = _recalls(ranks, ks, "r")
     out["mrr"] = 100.0 * float((1.0 / (ranks.double() + 1.0)).mean())
     return out
-
-
-# ----------------------------------------------------------------------------- benchmark
-
-
-def _benchmark(n_img: int = 5000, caps_per_img: int = 5, dim: int = 256, seed: int = 0) -> None:
-    import resource
-    import time
-
-    def peak_rss_mib() -> float:
-        # ru_maxrss is KiB on Linux.
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-    g = torch.Generator().manual_seed(seed)
-    img = torch.nn.functional.normalize(torch.randn(n_img, dim, generator=g), dim=1)
-    t2i = torch.arange(n_img).repeat_interleave(caps_per_img)
-    # Heavy caption noise so the recalls land mid-range rather than at 100 %.
-    txt = torch.nn.functional.normalize(
-        img[t2i] + 5.0 * torch.randn(t2i.numel(), dim, generator=g) / dim**0.5, dim=1
-    )
-    rss_before = peak_rss_mib()
-    t0 = time.perf_counter()
-    res = cross_modal_retrieval(img, txt, t2i)
-    secs = time.perf_counter() - t0
-    print(
-        f"cross_modal_retrieval {n_img} images x {t2i.numel()} captions, D={dim}, "
-        f"{torch.get_num_threads()} threads: {secs:.2f} s"
-    )
-    print(f"peak RSS: {peak_rss_mib():.0f} MiB (before the call: {rss_before:.0f} MiB)")
-    print("  " + ", ".join(f"{k}={v:.2f}" for k, v in res.items()))
-
-
-if __name__ == "__main__":
-    _benchmark()

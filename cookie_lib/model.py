@@ -22,7 +22,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from .config import Config, ModelConfig
+from .config import Config, ModelConfig, resolve_path
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -71,7 +71,7 @@ class VisualEncoder(nn.Module):
             raise ValueError(f"model.visual_backbone={backbone!r} is not a torchvision model; "
                              f"choose one of torchvision.models.list_models()") from None
         if weights != "none":
-            path = packaged_visual_weights() if weights == "auto" else Path(weights)
+            path = packaged_visual_weights() if weights == "auto" else resolve_path(weights)
             state = torch.load(path, map_location="cpu", weights_only=True)
             missing, unexpected = net.load_state_dict(state, strict=False)
             if missing:
@@ -107,7 +107,7 @@ class TextEncoder(nn.Module):
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
 
-        path = packaged_text_model() if model_dir == "auto" else Path(model_dir)
+        path = packaged_text_model() if model_dir == "auto" else resolve_path(model_dir)
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"model.text_model={str(path)!r} has no config.json (a HF model directory is needed)")
         # from_pretrained(dir) reads the vocab correctly; BertTokenizerFast(vocab_file=...) would not (transformers 5).

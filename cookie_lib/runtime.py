@@ -66,12 +66,13 @@ def init_distributed() -> tuple[int, int, int]:
 
     Returns (rank, world_size, local_rank); (0, 1, 0) for a plain single-process run.
     """
-    if "RANK" not in os.environ or dist.is_initialized():
-        return (dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))) \
-            if dist.is_initialized() else (0, 1, 0)
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), local_rank
+    if "RANK" not in os.environ:
+        return 0, 1, 0
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     dist.init_process_group(backend)
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if backend == "nccl":
         torch.cuda.set_device(local_rank)
     return dist.get_rank(), dist.get_world_size(), local_rank

@@ -36,7 +36,7 @@ from .data import KarpathyCorpus, load_karpathy, validate_karpathy
 from .evaluate import evaluate_split
 from .features import ImageTokens, SplitFeatures, TextTokens, split_features
 from .losses import CookieLoss
-from .model import CookieModel, TextEncoder, VisualEncoder, build_encoders, visual_tokens_for
+from .model import CookieModel, build_encoders, visual_tokens_for
 from .runtime import (atomic_save, atomic_write_json, init_distributed, is_main_process, manifest, pick_device,
                       seed_everything)
 
@@ -130,16 +130,16 @@ def _restore_rng(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _epoch_order(n: int, seed: int, epoch: int, rank: int, world: int, batch: int) -> list[torch.Tensor]:
-    """The epoch's batches of image indices for this rank: a seeded permutation, split across ranks,
-    full batches only (the global-batch gather needs equal sizes on every rank)."""
+def _epoch_order(n: int, seed: int, epoch: int, global_batch: int) -> list[torch.Tensor]:
+    """The epoch's global batches of image indices: a seeded permutation cut into full batches only
+    (the gather needs equal sizes on every rank). Rank r takes the r-th slice of each in _train_step."""
     gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
     perm = torch.randperm(n, generator=gen)
-    per_step = batch * world
-    steps = n // per_step
+    steps = n // global_batch
     if steps == 0:
-        raise ValueError(f"train.batch_size={batch} x {world} process(es) is larger than the {n} training images")
-    return [perm[s * per_step + rank * batch: s * per_step + (rank + 1) * batch] for s in range(steps)]
+        raise ValueError(f"the global batch (train.batch_size x processes = {global_batch}) is larger than "
+                         f"the {n} training images")
+    return [perm[s * global_batch:(s + 1) * global_batch] for s in range(steps)]
 
 
 class Trainer:
@@ -180,7 +180,7 @@ class Trainer:
         groups = [{"params": head, "lr": t.lr}] + ([{"params": enc, "lr": t.encoder_lr}] if enc else [])
         self.optimizer = torch.optim.AdamW(groups, weight_decay=t.weight_decay)
         n_train = len(self.train_feats.records)
-        self.steps_per_epoch = len(_epoch_order(n_train, t.seed, 0, self.rank, self.world, t.batch_size)) // t.grad_accum
+        self.steps_per_epoch = len(_epoch_order(n_train, t.seed, 0, t.batch_size * self.world)) // t.grad_accum
         total = self.steps_per_epoch * t.epochs if not t.max_steps else min(t.max_steps, self.steps_per_epoch * t.epochs)
         self.total_steps = total
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(t.warmup_steps, total))
@@ -253,9 +253,7 @@ class Trainer:
             while st.epoch < t.epochs and not (t.max_steps and st.global_step >= t.max_steps):
                 t0 = time.perf_counter()
                 self.step_module.train()
-                # global batches (rank r takes the r-th slice of each in _train_step)
-                order = _epoch_order(len(self.train_feats.records), t.seed, st.epoch, 0, 1,
-                                     t.batch_size * self.world)
+                order = _epoch_order(len(self.train_feats.records), t.seed, st.epoch, t.batch_size * self.world)
                 groups = [order[i:i + t.grad_accum] for i in range(0, self.steps_per_epoch * t.grad_accum, t.grad_accum)]
                 bar = tqdm(total=len(groups), initial=st.step_in_epoch, desc=f"epoch {st.epoch + 1}/{t.epochs}",
                            disable=not (self.progress and is_main_process()), leave=False)

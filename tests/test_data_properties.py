@@ -1,6 +1,5 @@
 """Property-based tests: any malformed Karpathy file gives DataValidationError, never a deep traceback."""
 import json
-import shutil
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
