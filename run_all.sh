@@ -11,8 +11,9 @@ PARAMS="profiles/$PROFILE.yaml"
 scripts/setup_env.sh
 export HF_HUB_OFFLINE=1 MPLBACKEND=Agg PYTHONUNBUFFERED=1
 PY=.venv/bin/python
-RESULTS=$($PY -c "import yaml; print(yaml.safe_load(open('$PARAMS')).get('results_dir', 'results'))")
-BENCH_ARGS=$($PY -c "import yaml; print(yaml.safe_load(open('$PARAMS')).get('bench_args', ''))")
+# the run-level keys, validated (an unknown key or bad value stops here, before any notebook runs)
+RESULTS=$($PY -m cookie_lib.study.profile get results_dir --profile "$PARAMS")
+BENCH_ARGS=$($PY -m cookie_lib.study.profile get bench_args --profile "$PARAMS")
 mkdir -p notebooks/executed "$RESULTS"
 stamp=$(mktemp); trap 'rm -f "$stamp"' EXIT   # files older than this were not produced by this run
 t0=$(date +%s)
@@ -28,8 +29,8 @@ run_notebook() {
 }
 
 for nb in notebooks/0[1-5]_*.ipynb; do run_notebook "$nb"; done
-say "benchmark: python -m cookie_lib.bench --out $RESULTS"
-$PY -m cookie_lib.bench $BENCH_ARGS --out "$RESULTS" || { say "FAILED: benchmark" >&2; exit 1; }
+say "benchmark: python -m cookie_lib.study.bench --out $RESULTS"
+$PY -m cookie_lib.study.bench $BENCH_ARGS --out "$RESULTS" || { say "FAILED: benchmark" >&2; exit 1; }
 run_notebook notebooks/06_results.ipynb
 
 expected=(data_counts.csv fig_contact_sheet.png fig_loss_curves.png fig_val_curves.png

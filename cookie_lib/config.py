@@ -36,7 +36,10 @@ class ModelConfig:
     heads: int = 4
     mlp_ratio: float = 4.0
     dropout: float = 0.1  # also gives the textual loss its SimCSE-style dropout views
-    shared: bool = True  # False = two stacks of identical shape (the ablation)
+    shared: bool = True  # False = two stacks of identical shape (the ablation): depth 1 = parameter-matched, depth 2 = compute-matched
+    layer_scale_init: float = 0.0  # LayerScale of every residual branch at init; 0 = a depth-L head starts as depth 0 (nested depths)
+    modality_embedding: bool = False  # a learned per-modality vector added before every block of the shared head
+    visual_layer: Any = "all"  # torchvision feature blocks kept: "all" (stride 32) or k; mobilenet_v2 k=14 = stride 16, 96 channels (4x4 grid at 64 px)
     freeze_visual: Any = "all"  # "all" (cacheable), "none", or k = last k blocks trainable
     freeze_text: Any = "all"
 
@@ -49,6 +52,7 @@ class LossConfig:
     temperature: float = 0.07  # initial tau for each loss (CLIP's init)
     learn_temperature: bool = True
     max_logit_scale: float = 100.0  # 1/tau is clamped to this, as in CLIP/open_clip
+    visual_positives: Literal["view", "concept"] = "view"  # visual loss positives: the image's other view (SimCLR) or every same-key image
 
 
 @dataclass
@@ -63,6 +67,8 @@ class TrainConfig:
     grad_accum: int = 1
     amp: Literal["none", "bf16"] = "none"  # bf16 autocast, for GPUs
     num_views: int = 4  # augmented views per image cached for the visual loss (view 0 is un-augmented)
+    grid_flip: bool = False  # also draw horizontally mirrored token grids of the cached views (2x the views, ~free)
+    min_lr_ratio: float = 0.0  # cosine decays to lr x this (0 = to zero, the old schedule); 0.1 keeps learning at the end
     device: str = "auto"  # "auto" = cuda if available else cpu
     num_threads: int = 0  # torch CPU threads; 0 = leave torch's default
     eval_every: int = 1  # epochs between validation retrievals
@@ -147,6 +153,12 @@ def validate(cfg: Config) -> Config:
         ("model.max_text_len", m.max_text_len >= 2, "an int >= 2"),
         ("model.freeze_visual", _freeze_ok(m.freeze_visual), f"one of {list(FREEZE_CHOICES)} or an int >= 0"),
         ("model.freeze_text", _freeze_ok(m.freeze_text), f"one of {list(FREEZE_CHOICES)} or an int >= 0"),
+        ("model.layer_scale_init", m.layer_scale_init >= 0.0, ">= 0 (0 = nested depths)"),
+        ("model.visual_layer", m.visual_layer == "all" or (isinstance(m.visual_layer, int)
+                                                           and not isinstance(m.visual_layer, bool) and m.visual_layer >= 1),
+         "'all' or an int >= 1 (number of torchvision feature blocks kept)"),
+        ("model.modality_embedding", m.shared or not m.modality_embedding,
+         "False when model.shared is False (separate stacks already know their modality)"),
         ("loss.cross_modal", lo.cross_modal >= 0, "a weight >= 0"),
         ("loss.visual", lo.visual >= 0, "a weight >= 0"),
         ("loss.textual", lo.textual >= 0, "a weight >= 0"),
@@ -166,6 +178,7 @@ def validate(cfg: Config) -> Config:
         ("train.eval_every", t.eval_every >= 1, "an int >= 1"),
         ("train.checkpoint_every", t.checkpoint_every >= 0, "an int >= 0"),
         ("train.max_steps", t.max_steps >= 0, "an int >= 0"),
+        ("train.min_lr_ratio", 0.0 <= t.min_lr_ratio <= 1.0, "in [0, 1]"),
         ("train.num_threads", t.num_threads >= 0, "an int >= 0"),
         ("data.max_captions", d.max_captions >= 1, "an int >= 1"),
     ]

@@ -24,6 +24,9 @@ from PIL import Image
 from tqdm import tqdm
 
 
+KNOWN_SPLITS = ("train", "val", "test", "restval")  # Karpathy's names; "restval" is training data (COCO)
+
+
 class DataValidationError(ValueError):
     """A corpus failed validation; the message lists every problem found (file and record named)."""
 
@@ -135,6 +138,7 @@ def validate_karpathy(json_path, image_root=None, check_images=True, max_errors=
     types = {"split": str, "filename": str, "imgid": int, "sentences": list}
     seen: dict[int, int] = {}
     splits: Counter = Counter()
+    first_of_split: dict[str, int] = {}  # split name -> index of its first record (to name unknown splits)
     for i, img in enumerate(tqdm(images, desc="validate", unit="img", leave=False, disable=None)):
         where = f"{json_path}: images[{i}]"
         if not isinstance(img, dict):
@@ -163,6 +167,7 @@ def validate_karpathy(json_path, image_root=None, check_images=True, max_errors=
         if isinstance(img.get("split"), str):
             if img["split"]:
                 splits[img["split"]] += 1
+                first_of_split.setdefault(img["split"], i)
             else:
                 problems.append(f"{where}: empty split name")
         if isinstance(img.get("sentences"), list):
@@ -179,6 +184,10 @@ def validate_karpathy(json_path, image_root=None, check_images=True, max_errors=
             reason = _check_image(path)
             if reason:
                 problems.append(f"{where}: {reason}: {path}")
+    for name in sorted(set(splits) - set(KNOWN_SPLITS)):  # once per name: a whole renamed split is one problem
+        problems.append(f"{json_path}: unknown split {name!r} in {splits[name]} record(s) (first: "
+                        f"images[{first_of_split[name]}]); known splits: {list(KNOWN_SPLITS)} (these images "
+                        f"would take part in nothing)")
     for split in ("train", "test"):
         n = splits[split] + (splits["restval"] if split == "train" else 0)
         if n == 0:
@@ -241,4 +250,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from .runtime import cli  # error: <message>, exit 2 for user errors
+    cli(main)

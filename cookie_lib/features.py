@@ -13,6 +13,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,8 @@ from .runtime import atomic_save
 # The augmented views are drawn once, with this fixed seed, and shared by every run and training seed:
 # the cache is a property of the data. Training seeds change the head's init, data order and sampling.
 CACHE_SEED = 0
+
+log = logging.getLogger(__name__)
 
 
 def image_transform(size: int, augment: bool) -> T.Compose:
@@ -95,15 +99,17 @@ def key_ids(records: list[ImageRecord]) -> torch.Tensor:
 
 @torch.no_grad()
 def encode_images(records: list[ImageRecord], encoder: VisualEncoder, size: int, views: int, seed: int,
-                  batch_size: int = 256, desc: str = "images") -> torch.Tensor:
-    """Token grids of ``views`` views per image -> [V, N, T_v, C_v] float16 (view 0 un-augmented)."""
+                  batch_size: int = 256, desc: str = "images", progress: bool = True) -> torch.Tensor:
+    """Token grids of ``views`` views per image -> [V, N, T_v, C_v] float16 (view 0 un-augmented).
+
+    ``progress=False`` hides the progress bar (``--no-progress``)."""
     encoder.eval()
     clean, aug = image_transform(size, False), image_transform(size, True)
     gen_state = torch.get_rng_state()
     torch.manual_seed(seed)  # augmentations draw from the global RNG; fix it so the cache is reproducible
     out = []
     try:
-        with tqdm(total=views * len(records), desc=f"encode {desc}", unit="img") as bar:
+        with tqdm(total=views * len(records), desc=f"encode {desc}", unit="img", disable=not progress) as bar:
             for v in range(views):
                 tf, chunks = (clean if v == 0 else aug), []
                 for start in range(0, len(records), batch_size):
@@ -117,14 +123,18 @@ def encode_images(records: list[ImageRecord], encoder: VisualEncoder, size: int,
 
 
 @torch.no_grad()
-def encode_texts(texts: list[str], encoder: TextEncoder, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token states of each text, padded to the longest -> ([M, T, C_t] float16, [M, T] bool)."""
+def encode_texts(texts: list[str], encoder: TextEncoder, batch_size: int = 256,
+                 progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token states of each text, padded to the longest -> ([M, T, C_t] float16, [M, T] bool).
+
+    ``progress=False`` hides the progress bar (``--no-progress``)."""
     encoder.eval()
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths per batch: less padding
     t_max = encoder.tokenize(texts)["input_ids"].shape[1] if texts else 1
     tokens = torch.zeros(len(texts), t_max, encoder.out_dim, dtype=torch.float16)
     mask = torch.zeros(len(texts), t_max, dtype=torch.bool)
-    for start in tqdm(range(0, len(texts), batch_size), desc="encode captions", unit="batch"):
+    for start in tqdm(range(0, len(texts), batch_size), desc="encode captions", unit="batch",
+                      disable=not progress):
         idx = order[start:start + batch_size]
         states, m = encoder(**encoder.tokenize([texts[i] for i in idx]))
         tokens[idx, :states.shape[1]] = states.half()
@@ -133,9 +143,10 @@ def encode_texts(texts: list[str], encoder: TextEncoder, batch_size: int = 256) 
 
 
 @functools.lru_cache(maxsize=1)
-def _frozen_encoders(backbone: str, weights: str, text_model: str, max_len: int) -> tuple[VisualEncoder, TextEncoder]:
+def _frozen_encoders(backbone: str, weights: str, text_model: str, max_len: int,
+                     visual_layer="all") -> tuple[VisualEncoder, TextEncoder]:
     """Frozen encoders for filling the cache, loaded once per process for all splits that miss."""
-    return VisualEncoder(backbone, weights, "all"), TextEncoder(text_model, "all", max_len)
+    return VisualEncoder(backbone, weights, "all", visual_layer), TextEncoder(text_model, "all", max_len)
 
 
 def cache_key(cfg: Config, dataset: Path, split: str, views: int) -> str:
@@ -145,29 +156,59 @@ def cache_key(cfg: Config, dataset: Path, split: str, views: int) -> str:
                  views=views, seed=CACHE_SEED, backbone=m.visual_backbone, vw=m.visual_weights,
                  text=m.text_model, image_size=m.image_size, max_text_len=m.max_text_len,
                  max_captions=cfg.data.max_captions, version=2)  # bump when transforms change
+    if m.visual_layer != "all":  # only when set, so the caches of the whole-network default keep their names
+        ident["visual_layer"] = m.visual_layer
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _load_cache(path: Path, records: list[ImageRecord], n_texts: int, views: int) -> dict | None:
+    """The cached blob at ``path`` if it is complete and matches the split, else None.
+
+    A cache is derived data: a file cut short (full disk, interrupted copy), unreadable, or with shapes
+    that do not fit the split (image_tokens [views, N, ...], text_tokens / text_mask [M, T, ...], imgids
+    equal to the records') is deleted with a one-line warning naming it, and the caller rebuilds it.
+    """
+    try:
+        blob = torch.load(path, weights_only=True)
+        problem = None
+        if not isinstance(blob, dict) or not {"image_tokens", "text_tokens", "text_mask", "imgids"} <= blob.keys():
+            problem = "entries are missing"
+        elif tuple(blob["image_tokens"].shape[:2]) != (views, len(records)) or \
+                blob["text_tokens"].shape[0] != n_texts or blob["text_mask"].shape[0] != n_texts:
+            problem = "its shapes do not match the split"
+        elif blob["imgids"].tolist() != [r.imgid for r in records]:
+            problem = "it does not match the split's images"
+    except Exception as e:  # noqa: BLE001 - any failure to read derived data means: rebuild it
+        problem = f"unreadable: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
+    if problem is None:
+        return blob
+    log.warning("feature cache %s is corrupt (%s); deleting and rebuilding it", path, problem)
+    path.unlink(missing_ok=True)
+    return None
+
+
 def split_features(cfg: Config, records: list[ImageRecord], split: str, views: int, dataset: Path,
-                   encoders: tuple[VisualEncoder, TextEncoder] | None = None) -> SplitFeatures:
+                   encoders: tuple[VisualEncoder, TextEncoder] | None = None, *,
+                   progress: bool = True) -> SplitFeatures:
     """Load the cached features of one split, computing (and caching) them on first use.
 
     On a cache miss the given ``encoders`` are used, else frozen ones built from the config (once per process).
+    A corrupt cache file is deleted with a warning and rebuilt (see :func:`_load_cache`). ``progress=False``
+    hides the encoding progress bars.
     """
     path = resolve_path(cfg.data.cache_dir) / f"{split}-{cache_key(cfg, dataset, split, views)}.pt"
     texts, caption_ids = split_texts(records)
-    if path.exists():
-        blob = torch.load(path, weights_only=True)
-    else:
+    blob = _load_cache(path, records, len(texts), views) if path.exists() else None
+    if blob is None:
         m = cfg.model
-        visual, text = encoders or _frozen_encoders(m.visual_backbone, m.visual_weights, m.text_model, m.max_text_len)
-        image_tokens = encode_images(records, visual, cfg.model.image_size, views, CACHE_SEED, desc=split)
-        text_tokens, text_mask = encode_texts(texts, text)
+        visual, text = encoders or _frozen_encoders(m.visual_backbone, m.visual_weights, m.text_model, m.max_text_len,
+                                                    m.visual_layer)
+        image_tokens = encode_images(records, visual, cfg.model.image_size, views, CACHE_SEED, desc=split,
+                                     progress=progress)
+        text_tokens, text_mask = encode_texts(texts, text, progress=progress)
         blob = dict(image_tokens=image_tokens, text_tokens=text_tokens, text_mask=text_mask,
                     imgids=torch.tensor([r.imgid for r in records]))
         atomic_save(blob, path)
-    if blob["imgids"].tolist() != [r.imgid for r in records]:
-        raise RuntimeError(f"feature cache {path} does not match the split's images; delete it and rerun")
     return SplitFeatures(records, blob["image_tokens"], texts, blob["text_tokens"], blob["text_mask"],
                          caption_ids, key_ids(records))
 
@@ -176,18 +217,46 @@ class ImageTokens:
     """Image tokens for (view, image) pairs: from the cache, or live through a trainable encoder.
 
     tokens(views [B], idx [B]) -> [B, T_v, C_v] float32. View 0 is the un-augmented image.
+
+    ``grid_flip`` (cached tokens only) doubles the views without touching the cache: with V cached views,
+    view ids ``v in [V, 2V)`` are cached view ``v - V`` with its h x w token grid mirrored left-right,
+
+        out[b, i * w + j] = cache[v - V, idx_b, i * w + (w - 1 - j)]        (T_v = h * w, h = w)
+
+    The view ids are drawn by the training step from its own seeded generator (``num_views`` = 2V), so
+    runs stay bitwise reproducible and resumable. Mirroring the grid is not the CNN's features of a mirrored
+    image (each channel is not flip-symmetric), but it is a distinct, label-preserving view whose tokens
+    meet other position embeddings; it costs one index gather per batch. Live encoders ignore it (their
+    augmentation already flips images).
     """
 
-    def __init__(self, feats: SplitFeatures, encoder: VisualEncoder | None, size: int, device: torch.device):
+    def __init__(self, feats: SplitFeatures, encoder: VisualEncoder | None, size: int, device: torch.device,
+                 grid_flip: bool = False):
         self.feats, self.encoder, self.device = feats, encoder, device
-        self.num_views = feats.num_views if encoder is None else 2
+        self.cached_views = feats.num_views
+        self.grid_flip = grid_flip and encoder is None
+        self.num_views = (2 * self.cached_views if self.grid_flip else self.cached_views) if encoder is None else 2
+        if self.grid_flip:
+            t_v = feats.image_tokens.shape[2]
+            side = math.isqrt(t_v)
+            if side * side != t_v:
+                raise ValueError(f"train.grid_flip needs a square token grid; the cached image tokens have "
+                                 f"T_v = {t_v} tokens")
+            # mirrored[k] = index of the token that lands at position k: column j <- column w - 1 - j
+            self.identity = torch.arange(t_v)
+            self.mirror = self.identity.view(side, side).flip(1).reshape(-1)
         if encoder is not None:
             self.images = [load_image(r.path) for r in feats.records]  # decoded once; tiny at 64 px
             self.tf = {0: image_transform(size, False), 1: image_transform(size, True)}
 
     def tokens(self, views: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         if self.encoder is None:
-            return self.feats.image_tokens[views, idx].float().to(self.device)
+            if not self.grid_flip:
+                return self.feats.image_tokens[views, idx].float().to(self.device)
+            # one gather: row b reads its cached view's tokens in mirrored order when views[b] >= V
+            order = torch.where((views >= self.cached_views)[:, None], self.mirror, self.identity)  # [B, T_v]
+            x = self.feats.image_tokens[(views % self.cached_views)[:, None], idx[:, None], order]  # [B, T_v, C_v]
+            return x.float().to(self.device)
         batch = torch.stack([self.tf[min(int(v), 1)](self.images[int(i)]) for v, i in zip(views, idx)])
         return self.encoder(batch.to(self.device))
 

@@ -2,11 +2,14 @@
 
 For one training step every image i in the batch brings two augmented views (v1_i, v2_i) and two of
 its captions (t1_i, t2_i), all embedded to unit vectors in R^d, plus an instance key k_i (image id
-for COCO/Flickr; concept for the emoji corpus, whose designs of one concept share their captions).
+for COCO/Flickr; concept for the emoji corpus, whose designs of one concept share their captions) and
+its image id n_i (its row in the training split: unique across the global batch, also under DDP).
 
-    cross-modal     L_c = InfoNCE(v1, t1)   image <-> text
-    visual          L_v = InfoNCE(v1, v2)   view  <-> view   (same-key images are positives too)
-    textual         L_t = InfoNCE(t1, t2)   caption <-> caption (t1 = t2 text gives a dropout view)
+    cross-modal     L_c = InfoNCE(v1, t1; k)   image <-> text
+    visual          L_v = InfoNCE(v1, v2; n)   view  <-> view   (SimCLR: only the image's own other view;
+                                               with loss.visual_positives="concept": keys k, so same-key
+                                               images are positives too)
+    textual         L_t = InfoNCE(t1, t2; k)   caption <-> caption (t1 = t2 text gives a dropout view)
     total           L   = w_c L_c + w_v L_v + w_t L_t
 
 with the symmetric, multi-positive InfoNCE (targets from keys, as in ALBEF):
@@ -90,8 +93,8 @@ LOSS_PAIRS = {"cross_modal": ("v1", "t1"), "visual": ("v1", "v2"), "textual": ("
 class CookieLoss(nn.Module):
     """Weighted sum of the enabled losses, each with its own learnable temperature.
 
-    forward(emb, keys) with emb = {"v1","v2","t1","t2": [B, d]} (only those the enabled losses need)
-    -> (total scalar, {name: unweighted loss value (detached)}).
+    forward(emb, keys, image_ids) with emb = {"v1","v2","t1","t2": [B, d]} (only those the enabled losses
+    need), keys and image_ids [B] long -> (total scalar, {name: unweighted loss value (detached)}).
     """
 
     def __init__(self, cfg: LossConfig):
@@ -110,11 +113,28 @@ class CookieLoss(nn.Module):
     def scale(self, name: str) -> torch.Tensor:
         return self.log_scale[name].clamp(max=self.max_log_scale).exp()
 
-    def forward(self, emb: dict[str, torch.Tensor], keys: torch.Tensor):
+    def positive_keys(self, name: str, keys: torch.Tensor, image_ids: torch.Tensor | None) -> torch.Tensor:
+        """The keys [B] that define loss ``name``'s positives (equal key = positive pair).
+
+        The visual loss with ``visual_positives="view"`` uses the image ids, so its target matrix Y is the
+        identity even when record keys repeat; everything else uses the record keys. Without ``image_ids``
+        the ids are ``rank * B + arange(B)``: unique over the gathered global batch as long as every row
+        is a different image (true of the training batches, which are slices of one permutation).
+        """
+        if name != "visual" or self.cfg.visual_positives == "concept":
+            return keys
+        if image_ids is None:
+            rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+            image_ids = rank * len(keys) + torch.arange(len(keys))
+        return image_ids.to(keys.device)
+
+    def forward(self, emb: dict[str, torch.Tensor], keys: torch.Tensor, image_ids: torch.Tensor | None = None):
+        """emb {"v1","v2","t1","t2": [B, d]}, keys [B] (record keys), image_ids [B] (global image index, for the
+        visual loss's positives; see :meth:`positive_keys`) -> (total, {name: detached loss})."""
         total, parts = 0.0, {}
         for name, w in self.weights.items():
             x, y = LOSS_PAIRS[name]
-            value = info_nce(emb[x], emb[y], keys, self.scale(name))
+            value = info_nce(emb[x], emb[y], self.positive_keys(name, keys, image_ids), self.scale(name))
             parts[name] = value.detach()
             total = total + w * value
         return total, parts

@@ -19,7 +19,7 @@ Conventions shared by every function here
   about 11 bytes per block element in float32 (two score buffers + three boolean masks),
   i.e. roughly 300 MB at the default chunk_size=1024 against 25,000 captions.
 
-``python -m cookie_lib.bench`` times a 5,000 x 25,000 evaluation and its peak memory.
+``python -m cookie_lib.study.bench`` times a 5,000 x 25,000 evaluation and its peak memory.
 """
 
 from __future__ import annotations
@@ -138,6 +138,34 @@ def _encode_keys(groups: Sequence[tuple[str, object, int]], device) -> list[Tens
 # ----------------------------------------------------------------------------- core
 
 
+# A query whose positives exceed this many gallery items falls back to boolean masks over its chunk.
+_GATHER_MAX_POSITIVES = 256
+
+
+class _SameCode:
+    """Index of the gallery by code: for each query, the gallery columns sharing its code.
+
+    Built once per call from g_codes [G] (long, >= 0): ``cols(q_codes [c]) -> (idx [c, P], valid [c, P])``
+    where P = the largest number of same-code gallery items among those queries and ``valid`` marks the
+    real entries of each padded row. Lets the ranking read the positive scores with one gather
+    (c x P) instead of building [c, G] boolean masks, which dominated the time at 5,000 x 25,000.
+    """
+
+    def __init__(self, g_codes: Tensor, n_codes: int):
+        self.order = torch.argsort(g_codes, stable=True)  # gallery columns grouped by code
+        counts = torch.bincount(g_codes, minlength=n_codes)
+        self.count = counts
+        self.first = torch.cumsum(counts, 0) - counts  # position in ``order`` of each code's first column
+
+    def cols(self, q_codes: Tensor) -> tuple[Tensor, Tensor, int]:
+        count = self.count[q_codes]
+        p = int(count.max()) if q_codes.numel() else 0
+        offs = torch.arange(max(p, 1), device=q_codes.device)
+        valid = offs[None, :] < count[:, None]
+        pos = (self.first[q_codes][:, None] + offs[None, :]).clamp_max(max(len(self.order) - 1, 0))
+        return self.order[pos], valid, p
+
+
 @torch.no_grad()
 def _pessimistic_ranks(
     queries: Tensor,
@@ -154,19 +182,53 @@ def _pessimistic_ranks(
     queries and gallery to be the same set). Negative pair: codes differ.
     Returns ``rank [Q]`` (long) = #{neg j : s_ij >= max_pos s_ip} and ``has_pos [Q]`` (bool);
     rank is meaningless where has_pos is False.
+
+    Per chunk of c queries: scores S = q @ g.T [c, G] (the only [c, G] float buffer), the same-code
+    scores gathered from S itself [c, P] (so ties are judged on the very values being counted), and
+
+        rank = #{j : S_ij >= best_i} - #{j same-code : S_ij >= best_i}
+
+    i.e. one comparison and one count over the chunk. Rows with more than _GATHER_MAX_POSITIVES
+    same-code items use [c, G] boolean masks instead (same result, more memory traffic).
     """
     n_q = queries.shape[0]
-    ranks = torch.empty(n_q, dtype=torch.long, device=queries.device)
-    has_pos = torch.empty(n_q, dtype=torch.bool, device=queries.device)
+    device = queries.device
+    ranks = torch.empty(n_q, dtype=torch.long, device=device)
+    has_pos = torch.empty(n_q, dtype=torch.bool, device=device)
     neg_inf = float("-inf")
+    n_codes = int(max(int(q_codes.max()), int(g_codes.max()))) + 1
+    index = _SameCode(g_codes, n_codes)
+    exact_float_count = gallery.shape[0] < 2**24
+    # Two buffers reused by every chunk: fresh [c, G] allocations each chunk cost page faults that
+    # took as long as the matrix product itself (5,000 x 25,000 on 2 cores).
+    g_t = gallery.T
+    buf = torch.empty(min(chunk_size, n_q), gallery.shape[0], dtype=torch.result_type(queries, gallery),
+                      device=device)
+    # 0/1 flags written as floats: a float row sum is ~4x faster here than summing a bool tensor (which
+    # converts it to integers first), and it is exact while counts stay below 2**24 (float32) columns.
+    flags = torch.empty_like(buf)
     for start in range(0, n_q, chunk_size):
         stop = min(start + chunk_size, n_q)
+        idx, valid, p = index.cols(q_codes[start:stop])
+        if p <= _GATHER_MAX_POSITIVES:
+            scores = torch.mm(queries[start:stop], g_t, out=buf[: stop - start])  # [c, G]
+            same_scores = scores.gather(1, idx)  # [c, P]
+            pos = valid
+            if exclude_self:
+                rows = torch.arange(start, stop, device=device)
+                pos = valid & (idx != rows[:, None])
+            best = same_scores.masked_fill(~pos, neg_inf).amax(dim=1)  # [c]; -inf when no positive
+            ge = torch.ge(scores, best[:, None], out=flags[: stop - start])
+            above = ge.sum(dim=1).round().long() if exact_float_count else ge.bool().sum(dim=1)
+            ranks[start:stop] = above - ((same_scores >= best[:, None]) & valid).sum(dim=1)
+            has_pos[start:stop] = pos.any(dim=1)
+            continue
         scores = queries[start:stop] @ gallery.T  # [c, G]
         same = q_codes[start:stop, None] == g_codes[None, :]  # [c, G]
         pos = same
         if exclude_self:
             pos = same.clone()
-            rows = torch.arange(stop - start, device=queries.device)
+            rows = torch.arange(stop - start, device=device)
             pos[rows, rows + start] = False
         best = scores.masked_fill(~pos, neg_inf).amax(dim=1)  # [c]
         scores.masked_fill_(same, neg_inf)  # only negatives keep their score
@@ -428,3 +490,172 @@ def text_matching(
     out = _recalls(ranks, ks, "r")
     out["mrr"] = 100.0 * float((1.0 / (ranks.double() + 1.0)).mean())
     return out
+
+
+# ----------------------------------------------------------------------------- per-query (pair-based)
+#
+# The functions above define positives by equal keys and return aggregates. The downstream suite
+# (cookie_lib.study.downstream) also needs (a) positives that are not an equivalence relation, e.g. a
+# de-duplicated caption gallery where one distinct caption belongs to several images of different keys,
+# and (b) the per-query values whose mean is each metric (for paired statistics across runs). The
+# functions below take positives as explicit (query, gallery) index pairs and return per-query values;
+# they share the pessimistic tie convention of the aggregates and are tested against them.
+
+__all__ += ["key_pairs", "pair_ranks", "pair_average_precision", "cross_modal_pair_ranks"]
+
+
+def key_pairs(query_keys: Sequence[Hashable], gallery_keys: Sequence[Hashable] | None = None,
+              exclude_self: bool = False) -> Tensor:
+    """All (query, gallery) index pairs with equal keys -> long tensor [2, P] (row 0 query, row 1 gallery).
+
+    ``gallery_keys=None`` means the gallery is the query set itself; ``exclude_self`` then drops (i, i).
+    Cost O(P), never O(Q * G): pairs are enumerated per key group.
+    """
+    same_set = gallery_keys is None
+    if same_set:
+        gallery_keys = query_keys
+    n_q, n_g = len(query_keys), len(gallery_keys)
+    q_codes, g_codes = _encode_keys([("query_keys", query_keys, n_q), ("gallery_keys", gallery_keys, n_g)], "cpu")
+    by_key: dict[int, list[int]] = {}
+    for j, c in enumerate(g_codes.tolist()):
+        by_key.setdefault(c, []).append(j)
+    qs, gs = [], []
+    for i, c in enumerate(q_codes.tolist()):
+        for j in by_key.get(c, ()):
+            if not (exclude_self and same_set and i == j):
+                qs.append(i)
+                gs.append(j)
+    return torch.tensor([qs, gs], dtype=torch.long).reshape(2, -1)
+
+
+def _check_pairs(pairs, name: str, n_q: int, n_g: int, device) -> Tensor:
+    """[2, P] long pairs with row 0 in [0, n_q) and row 1 in [0, n_g), sorted by query index."""
+    if pairs is None:
+        return torch.zeros(2, 0, dtype=torch.long, device=device)
+    if not isinstance(pairs, Tensor):
+        pairs = torch.as_tensor(pairs)
+    if pairs.dim() != 2 or pairs.shape[0] != 2:
+        raise ValueError(f"{name}: expected shape [2, P], got {tuple(pairs.shape)}")
+    if pairs.is_floating_point() or pairs.is_complex() or pairs.dtype == torch.bool:
+        raise ValueError(f"{name}: expected an integer tensor, got dtype {pairs.dtype}")
+    pairs = pairs.long().to(device)
+    for row, upper, what in ((0, n_q, "query"), (1, n_g, "gallery")):
+        bad = (pairs[row] < 0) | (pairs[row] >= upper)
+        if bool(bad.any()):
+            p = int(bad.nonzero()[0, 0])
+            raise ValueError(f"{name}: {what} index {int(pairs[row, p])} at pair {p} out of range [0, {upper})")
+    return pairs[:, torch.argsort(pairs[0], stable=True)]
+
+
+def _chunk_mask(pairs: Tensor, bounds: Tensor, start: int, stop: int, n_g: int) -> Tensor:
+    """Dense bool mask [stop - start, n_g] of the (sorted) pairs whose query lies in [start, stop)."""
+    lo, hi = int(bounds[start]), int(bounds[stop])
+    mask = torch.zeros(stop - start, n_g, dtype=torch.bool, device=pairs.device)
+    mask[pairs[0, lo:hi] - start, pairs[1, lo:hi]] = True
+    return mask
+
+
+def _prepare(queries, gallery, positives, ignore, chunk_size):
+    chunk_size = _check_chunk(chunk_size)
+    q = _check_emb(queries, "queries")
+    g = _check_emb(gallery, "gallery")
+    q, g = _check_pair(q, g, "queries", "gallery")
+    pos = _check_pairs(positives, "positives", q.shape[0], g.shape[0], q.device)
+    ign = _check_pairs(ignore, "ignore", q.shape[0], g.shape[0], q.device)
+    edges = torch.arange(q.shape[0] + 1, device=q.device)
+    # bounds[i] = first pair whose query index is >= i (pairs are sorted by query)
+    pos_b = torch.searchsorted(pos[0].contiguous(), edges)
+    ign_b = torch.searchsorted(ign[0].contiguous(), edges)
+    return q, g, pos, pos_b, ign, ign_b, chunk_size
+
+
+@torch.no_grad()
+def pair_ranks(queries, gallery, positives, ignore=None, chunk_size: int = 1024) -> tuple[Tensor, Tensor]:
+    """Pessimistic 0-based rank of each query's best positive, positives given as index pairs.
+
+    Args:
+        queries: [Q, D]; gallery: [G, D] (assumed L2-normalised; s = dot product).
+        positives: [2, P] long, (query index, gallery index) of every positive pair.
+        ignore: optional [2, I] pairs removed from the ranking altogether (neither positive nor
+            negative), e.g. the query itself when queries and gallery are the same set.
+    Returns:
+        ``rank [Q]`` long, rank(q) = #{g negative : s(q, g) >= max_{p in P(q)} s(q, p)} (negatives =
+        every gallery item neither positive nor ignored), and ``has_pos [Q]`` bool (rank is
+        meaningless where False). hit@K(q) = [rank(q) < K] and reciprocal rank = 1 / (rank(q) + 1),
+        exactly as in :func:`cross_modal_retrieval`, :func:`image_retrieval`, :func:`text_matching`.
+    Memory: one [chunk_size, G] score block plus two masks of that size.
+    """
+    q, g, pos, pos_b, ign, ign_b, chunk_size = _prepare(queries, gallery, positives, ignore, chunk_size)
+    n_q, n_g = q.shape[0], g.shape[0]
+    ranks = torch.empty(n_q, dtype=torch.long, device=q.device)
+    has_pos = torch.empty(n_q, dtype=torch.bool, device=q.device)
+    for start in range(0, n_q, chunk_size):
+        stop = min(start + chunk_size, n_q)
+        scores = q[start:stop] @ g.T  # [c, G]
+        p = _chunk_mask(pos, pos_b, start, stop, n_g)
+        drop = p | _chunk_mask(ign, ign_b, start, stop, n_g)
+        best = scores.masked_fill(~p, float("-inf")).amax(dim=1)  # [c]
+        scores.masked_fill_(drop, float("-inf"))  # only negatives keep their score
+        ranks[start:stop] = (scores >= best[:, None]).sum(dim=1)
+        has_pos[start:stop] = p.any(dim=1)
+    return ranks, has_pos
+
+
+@torch.no_grad()
+def pair_average_precision(queries, gallery, positives, ignore=None,
+                           chunk_size: int = 1024) -> tuple[Tensor, Tensor]:
+    """Per-query average precision with positives given as index pairs (pessimistic ties).
+
+    With the positives of q sorted by score, s_(1) >= ... >= s_(n), the k-th one sits at 1-based
+    position k + n_neg(k), n_neg(k) = #{negatives g : s(q, g) >= s_(k)} (ties: negatives first), so
+
+        AP(q) = (1/n) * sum_{k=1..n} k / (k + n_neg(k)).
+
+    Ignored pairs are removed from the ranking. Equals :func:`image_retrieval`'s per-query AP when
+    positives = same class and ignore = the query itself. Shapes as in :func:`pair_ranks`; returns
+    (ap [Q] float64 in [0, 1], has_pos [Q] bool; ap = 0 where has_pos is False).
+    """
+    q, g, pos, pos_b, ign, ign_b, chunk_size = _prepare(queries, gallery, positives, ignore, chunk_size)
+    n_q, n_g = q.shape[0], g.shape[0]
+    ap = torch.zeros(n_q, dtype=torch.float64, device=q.device)
+    has_pos = torch.empty(n_q, dtype=torch.bool, device=q.device)
+    k = torch.arange(1, n_g + 1, device=q.device, dtype=torch.float64)
+    for start in range(0, n_q, chunk_size):
+        stop = min(start + chunk_size, n_q)
+        scores = q[start:stop] @ g.T  # [c, G]
+        p = _chunk_mask(pos, pos_b, start, stop, n_g)
+        drop = p | _chunk_mask(ign, ign_b, start, stop, n_g)
+        pos_sorted = scores.masked_fill(~p, float("-inf")).sort(dim=1, descending=True).values
+        neg_sorted = scores.masked_fill(drop, float("-inf")).sort(dim=1).values  # ascending
+        n_neg = (~drop).sum(dim=1, keepdim=True)
+        # negatives >= s  =  n_neg - #{negatives < s}; the -inf fillers are never < a finite s
+        n_fill = n_g - n_neg
+        n_ge = n_neg - (torch.searchsorted(neg_sorted.contiguous(), pos_sorted.contiguous(), side="left") - n_fill)
+        n_pos = p.sum(dim=1)
+        valid = k[None, :] <= n_pos[:, None]
+        prec = torch.where(valid, k / (k + n_ge.double()), torch.zeros((), dtype=torch.float64, device=q.device))
+        ap[start:stop] = prec.sum(dim=1) / n_pos.clamp(min=1)
+        has_pos[start:stop] = n_pos > 0
+    return ap, has_pos
+
+
+def cross_modal_pair_ranks(img_emb, txt_emb, positives, chunk_size: int = 1024) -> tuple[Tensor, Tensor]:
+    """Per-query ranks of image->text and text->image retrieval with positives given as pairs.
+
+    Args:
+        img_emb: [N, D]; txt_emb: [M, D] (e.g. each DISTINCT caption once).
+        positives: [2, P] long (image index, text index), e.g. every (image, one of its captions).
+    Returns (i2t_rank [N], t2i_rank [M]) as in :func:`pair_ranks`: image i is a hit at K if any of
+    its positive texts is in the top K; text j if any image it is paired with is in the top K.
+    With key-defined pairs the recalls equal :func:`cross_modal_retrieval`'s.
+    Raises ValueError naming the first image or text without a positive.
+    """
+    pos = _check_pairs(positives, "positives", _check_emb(img_emb, "img_emb").shape[0],
+                       _check_emb(txt_emb, "txt_emb").shape[0], "cpu")
+    i2t, i_ok = pair_ranks(img_emb, txt_emb, pos, chunk_size=chunk_size)
+    t2i, t_ok = pair_ranks(txt_emb, img_emb, pos.flip(0), chunk_size=chunk_size)
+    for ok, what in ((i_ok, "image"), (t_ok, "text")):
+        if not bool(ok.all()):
+            bad = (~ok).nonzero().flatten().tolist()
+            raise ValueError(f"positives: {len(bad)} {what}(s) have no positive (first {what} index {bad[0]})")
+    return i2t, t2i

@@ -17,75 +17,33 @@ metrics) is written atomically every ``checkpoint_every`` epochs and when the ru
 from __future__ import annotations
 
 import argparse
-import math
+import os
 import random
 import signal
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from .config import Config, load_config, resolve_path
+from .config import Config, ConfigError, load_config, resolve_path
 from .data import KarpathyCorpus, load_karpathy, validate_karpathy
 from .evaluate import evaluate_split
 from .features import ImageTokens, SplitFeatures, TextTokens, split_features
 from .losses import CookieLoss
 from .model import CookieModel, build_encoders, visual_tokens_for
-from .runtime import (atomic_save, atomic_write_json, init_distributed, is_main_process, manifest, pick_device,
-                      seed_everything)
+from .runtime import (CheckpointError, RunLock, atomic_save, atomic_write_json, cli, init_distributed,
+                      is_main_process, manifest, pick_device, seed_everything)
+from .step import (CookieStep, NonFiniteLossError, build_optimizer, epoch_batches, lr_lambda, step_generator,
+                   train_step)
 
-
-class NonFiniteLossError(FloatingPointError):
-    """Training produced NaN/inf; the message names the step and the loss term."""
-
-
-def sample_pairs(feats: SplitFeatures, idx: torch.Tensor, num_views: int, gen: torch.Generator):
-    """For each image: two distinct views (a, b) and two captions (distinct when it has >= 2).
-
-    Returns views_a, views_b [B] and caption rows c1, c2 [B] (rows of feats.texts).
-    """
-    b = len(idx)
-    order = torch.argsort(torch.rand(b, num_views, generator=gen), dim=1)
-    views_a, views_b = order[:, 0], order[:, 1 % num_views]
-    c1, c2 = [], []
-    for i in idx.tolist():
-        caps = feats.caption_ids[i]
-        pick = torch.randperm(len(caps), generator=gen)[:2].tolist()
-        c1.append(caps[pick[0]])
-        c2.append(caps[pick[-1]])  # a single caption is used twice: the head's dropout makes two views
-    return views_a, views_b, torch.tensor(c1), torch.tensor(c2)
-
-
-class CookieStep(nn.Module):
-    """Everything that trains, as one module (so DistributedDataParallel can wrap it).
-
-    forward(idx [B], views_a, views_b, c1, c2 [B], keys [B]) -> (total loss, {name: loss value}).
-    """
-
-    def __init__(self, model: CookieModel, loss: CookieLoss, images: ImageTokens, texts: TextTokens):
-        super().__init__()
-        self.model, self.loss = model, loss
-        self.images, self.texts = images, texts
-        # register live encoders so their parameters are optimised and synchronised
-        self.visual_encoder = images.encoder
-        self.text_encoder = texts.encoder
-
-    def forward(self, idx, views_a, views_b, c1, c2, keys):
-        need, emb = self.loss.needed(), {}
-        if "v1" in need:
-            emb["v1"] = self.model.embed_image(self.images.tokens(views_a, idx))
-        if "v2" in need:
-            emb["v2"] = self.model.embed_image(self.images.tokens(views_b, idx))
-        for name, rows in (("t1", c1), ("t2", c2)):
-            if name in need:
-                emb[name] = self.model.embed_text(*self.texts.tokens(rows))
-        return self.loss(emb, keys.to(next(iter(emb.values())).device))
+# NonFiniteLossError is re-exported: Trainer.run raises it (the step itself lives in cookie_lib.step)
+__all__ = ["Trainer", "RunState", "load_corpus", "NonFiniteLossError", "main"]
 
 
 # ----------------------------------------------------------------------------- the run
@@ -97,15 +55,6 @@ class RunState:
     global_step: int = 0
     history: list[dict] = field(default_factory=list)  # per optimiser step: losses, temperatures, lr
     epochs: list[dict] = field(default_factory=list)  # per epoch: validation metrics, time
-
-
-def lr_lambda(warmup: int, total: int):
-    """Linear warm-up then cosine decay to 0."""
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-    return f
 
 
 def load_corpus(cfg: Config) -> KarpathyCorpus:
@@ -130,18 +79,6 @@ def _restore_rng(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _epoch_order(n: int, seed: int, epoch: int, global_batch: int) -> list[torch.Tensor]:
-    """The epoch's global batches of image indices: a seeded permutation cut into full batches only
-    (the gather needs equal sizes on every rank). Rank r takes the r-th slice of each in _train_step."""
-    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    perm = torch.randperm(n, generator=gen)
-    steps = n // global_batch
-    if steps == 0:
-        raise ValueError(f"the global batch (train.batch_size x processes = {global_batch}) is larger than "
-                         f"the {n} training images")
-    return [perm[s * global_batch:(s + 1) * global_batch] for s in range(steps)]
-
-
 class Trainer:
     """Builds data, model, optimiser from a Config; ``run()`` trains (resuming if asked) and evaluates."""
 
@@ -162,28 +99,30 @@ class Trainer:
         if encoders is None and (live_v or live_t):
             encoders = build_encoders(cfg)
         self.train_feats = split_features(cfg, self.corpus.split("train"), "train",
-                                          t.num_views if not live_v else 1, dataset, encoders)
-        self.val_feats = split_features(cfg, self.corpus.split("val"), "val", 1, dataset, encoders)
+                                          t.num_views if not live_v else 1, dataset, encoders, progress=progress)
+        self.val_feats = split_features(cfg, self.corpus.split("val"), "val", 1, dataset, encoders,
+                                        progress=progress)
         visual = encoders[0].to(self.device) if live_v else None
         text = encoders[1].to(self.device) if live_t else None
         c_v = self.train_feats.image_tokens.shape[-1]
         c_t = self.train_feats.text_tokens.shape[-1]
         seed_everything(t.seed)  # the head's initialisation does not depend on what the cache step drew
-        self.model = CookieModel(cfg.model, c_v, c_t, visual_tokens_for(cfg.model.image_size))
+        self.model = CookieModel(cfg.model, c_v, c_t, visual_tokens_for(cfg.model.image_size, cfg.model.visual_layer,
+                                                                          cfg.model.visual_backbone))
         self.loss = CookieLoss(cfg.loss)
-        self.images = ImageTokens(self.train_feats, visual, cfg.model.image_size, self.device)
+        self.images = ImageTokens(self.train_feats, visual, cfg.model.image_size, self.device,
+                                  grid_flip=t.grid_flip)
         self.texts = TextTokens(self.train_feats, text, self.device)
         self.step_module = CookieStep(self.model, self.loss, self.images, self.texts).to(self.device)
         self.ddp = DistributedDataParallel(self.step_module) if self.world > 1 else None
-        head = [p for p in list(self.model.parameters()) + list(self.loss.parameters()) if p.requires_grad]
-        enc = [p for m in (visual, text) if m is not None for p in m.parameters() if p.requires_grad]
-        groups = [{"params": head, "lr": t.lr}] + ([{"params": enc, "lr": t.encoder_lr}] if enc else [])
-        self.optimizer = torch.optim.AdamW(groups, weight_decay=t.weight_decay)
+        # 1-D parameters and the log temperatures are not decayed (cookie_lib.step.param_groups)
+        self.optimizer = build_optimizer([self.model, self.loss], [visual, text], t)
         n_train = len(self.train_feats.records)
-        self.steps_per_epoch = len(_epoch_order(n_train, t.seed, 0, t.batch_size * self.world)) // t.grad_accum
+        self.steps_per_epoch = len(epoch_batches(n_train, t.seed, 0, t.batch_size * self.world)) // t.grad_accum
         total = self.steps_per_epoch * t.epochs if not t.max_steps else min(t.max_steps, self.steps_per_epoch * t.epochs)
         self.total_steps = total
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(t.warmup_steps, total))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
+                                                           lr_lambda(t.warmup_steps, total, t.min_lr_ratio))
         self.state = RunState()
 
     # -- checkpoints
@@ -199,9 +138,23 @@ class Trainer:
                      "state": self.state.__dict__, "config": self.cfg.to_dict()}, self.checkpoint_path)
 
     def load_checkpoint(self) -> None:
-        ckpt = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        """Restore weights, optimiser, scheduler, RNG states and run state from ``checkpoint.pt``.
+
+        Raises CheckpointError (a ValueError) naming the file when it cannot be read (cut short, not a
+        checkpoint) or was written with another config; nothing is written or overwritten in either case.
+        """
+        path = self.checkpoint_path
+        try:
+            ckpt = torch.load(path, map_location=self.device, weights_only=False)
+            missing = {"step_module", "optimizer", "scheduler", "rng", "state", "config"} - set(ckpt)
+            if missing:
+                raise KeyError(f"entries {sorted(missing)} are missing")
+        except Exception as e:  # noqa: BLE001 - whatever the reason, the user's next step is the same
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise CheckpointError(f"checkpoint {path} is unreadable ({reason}); nothing was changed. Move it away "
+                                  f"to start this run over, or resume from another run folder") from e
         if ckpt["config"] != self.cfg.to_dict():
-            raise ValueError(f"{self.checkpoint_path} was written with another config; resume needs the same one")
+            raise CheckpointError(f"{path} was written with another config; resume needs the same one")
         self.step_module.load_state_dict(ckpt["step_module"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -210,32 +163,12 @@ class Trainer:
 
     # -- loop
     def _train_step(self, step: int, batches: list[torch.Tensor], gen: torch.Generator) -> dict:
+        """One optimiser step through :func:`cookie_lib.step.train_step` (kept as a method so tests can
+        interrupt a run at a given step)."""
         t = self.cfg.train
-        module = self.ddp or self.step_module
-        self.optimizer.zero_grad(set_to_none=True)
-        parts_sum: dict[str, float] = {}
-        for k, global_idx in enumerate(batches):
-            # views and captions are drawn for the whole global batch (same draws on every rank, and the
-            # same as one process with batch_size x world), then this rank keeps its slice
-            drawn = sample_pairs(self.train_feats, global_idx, self.images.num_views, gen)
-            mine = slice(self.rank * t.batch_size, (self.rank + 1) * t.batch_size)
-            idx, (va, vb, c1, c2) = global_idx[mine], (x[mine] for x in drawn)
-            keys = self.train_feats.keys[idx]
-            sync = self.ddp is None or k == len(batches) - 1
-            ctx = module.no_sync() if not sync else torch.enable_grad()
-            with ctx, torch.autocast(self.device.type, torch.bfloat16, enabled=t.amp == "bf16"):
-                total, parts = module(idx, va, vb, c1, c2, keys)
-            for name, value in parts.items():
-                if not torch.isfinite(value):
-                    raise NonFiniteLossError(f"non-finite {name} loss ({value.item()}) at step {step}; "
-                                             f"the last good checkpoint is {self.checkpoint_path}")
-                parts_sum[name] = parts_sum.get(name, 0.0) + value.item() / len(batches)
-            (total / len(batches)).backward()
-        self.optimizer.step()
-        self.scheduler.step()
-        rec = {"step": step, **parts_sum, "lr": self.scheduler.get_last_lr()[0]}
-        rec.update({f"tau_{n}": 1.0 / self.loss.scale(n).item() for n in self.loss.weights})
-        return rec
+        return train_step(self.ddp or self.step_module, self.optimizer, self.scheduler, self.train_feats, batches,
+                          gen, step=step, batch_size=t.batch_size, rank=self.rank, amp=t.amp,
+                          ddp=self.ddp is not None, checkpoint=self.checkpoint_path)
 
     def evaluate(self, feats: SplitFeatures | None = None) -> dict:
         feats = feats or self.val_feats
@@ -243,6 +176,15 @@ class Trainer:
                               text_encoder=self.texts.encoder, image_size=self.cfg.model.image_size)
 
     def run(self, resume: bool = False) -> RunState:
+        """Train (continuing from ``checkpoint.pt`` when ``resume`` and it exists) and return the run state.
+
+        The run folder's lock is held throughout (rank 0 writes; see :class:`cookie_lib.runtime.RunLock`):
+        a second process training into the same folder stops at once with RunFolderLockedError.
+        """
+        with RunLock(self.out) if is_main_process() else nullcontext():
+            return self._run(resume)
+
+    def _run(self, resume: bool) -> RunState:
         t, st = self.cfg.train, self.state
         if resume and self.checkpoint_path.exists():
             self.load_checkpoint()
@@ -253,14 +195,14 @@ class Trainer:
             while st.epoch < t.epochs and not (t.max_steps and st.global_step >= t.max_steps):
                 t0 = time.perf_counter()
                 self.step_module.train()
-                order = _epoch_order(len(self.train_feats.records), t.seed, st.epoch, t.batch_size * self.world)
+                order = epoch_batches(len(self.train_feats.records), t.seed, st.epoch, t.batch_size * self.world)
                 groups = [order[i:i + t.grad_accum] for i in range(0, self.steps_per_epoch * t.grad_accum, t.grad_accum)]
                 bar = tqdm(total=len(groups), initial=st.step_in_epoch, desc=f"epoch {st.epoch + 1}/{t.epochs}",
                            disable=not (self.progress and is_main_process()), leave=False)
                 for s in range(st.step_in_epoch, len(groups)):
                     if t.max_steps and st.global_step >= t.max_steps:
                         break
-                    gen = torch.Generator().manual_seed(t.seed * 1_000_003 + st.epoch * 10_007 + s)
+                    gen = step_generator(t.seed, st.epoch, s)
                     rec = self._train_step(st.global_step, groups[s], gen)
                     st.history.append({"epoch": st.epoch, **rec})
                     st.global_step += 1
@@ -292,18 +234,24 @@ class Trainer:
                            epochs=self.state.epochs, steps=self.state.global_step, world_size=self.world,
                            **(extra or {}))
         if is_main_process():
-            atomic_write_json(summary, self.out / "metrics.json")
+            with RunLock(self.out):
+                atomic_write_json(summary, self.out / "metrics.json")
         return summary
 
 
 def _parse_overrides(items: list[str]) -> dict:
+    """``["a.b=VALUE", ...]`` -> ``{"a.b": value}``, each VALUE parsed as YAML (``0.5``, ``false``, ``[1, 2]``).
+
+    An empty VALUE is the empty string, not YAML's null: ``--set data.image_root=""`` reaches Python as
+    ``data.image_root=`` once the shell has removed the quotes.
+    """
     import yaml
     out = {}
     for item in items:
         if "=" not in item:
-            raise SystemExit(f"--set expects key=value, got {item!r}")
+            raise ConfigError(f"--set expects key=value, got {item!r}")
         k, v = item.split("=", 1)
-        out[k] = yaml.safe_load(v)
+        out[k] = yaml.safe_load(v) if v.strip() else ""
     return out
 
 
@@ -316,9 +264,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     cfg = load_config(a.profile, _parse_overrides(a.set))
-    trainer = Trainer(cfg, a.out, progress=not a.no_progress)
-    trainer.run(resume=a.resume)
-    summary = trainer.write_summary()
+    # one writer per run folder, checked before any data is read (under torchrun only rank 0 writes)
+    with RunLock(a.out) if int(os.environ.get("RANK", 0)) == 0 else nullcontext():
+        trainer = Trainer(cfg, a.out, progress=not a.no_progress)
+        trainer.run(resume=a.resume)
+        summary = trainer.write_summary()
     if is_main_process():
         print({k: round(v, 2) for k, v in summary["final"].items() if isinstance(v, float)})
     if dist.is_initialized():
@@ -326,4 +276,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

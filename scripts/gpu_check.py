@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import math
 import os
 import statistics
 import sys
@@ -41,50 +42,54 @@ class _Tee(io.TextIOBase):
 def run_check(device_name: str, visual_weights: str, text_model: str) -> None:
     import torch
 
-    from cookie_lib import bench
     from cookie_lib.config import load_config
     from cookie_lib.model import TextEncoder, VisualEncoder
-    from cookie_lib.train import Trainer, _epoch_order
+    from cookie_lib.step import epoch_batches, train_step
+    from cookie_lib.study import bench
+    from cookie_lib.train import Trainer
 
     device = torch.device(device_name)
     cuda = device.type == "cuda"
     sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
     print(f"gpu_check: torch {torch.__version__}, device {device}"
           + (f" ({torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda})" if cuda else
-             f" ({torch.get_num_threads()} threads)"))
+             f" ({torch.get_num_threads()} threads, tiny sizes)"))
     t_all = time.perf_counter()
+    # CPU: tiny sizes, a correctness run of the same code paths (CI); GPU: realistic sizes.
+    batch, n_feats, timed_steps = (128, 512, 5) if cuda else (8, 32, 1)
 
     def encoders():
         v = VisualEncoder("mobilenet_v2", visual_weights, "all").float()
         t = TextEncoder(text_model, "all", 32).float()
         return v, t
 
-    # --- 1. smoke profile: one bf16 training step (after one warm-up) and one evaluation
+    # --- 1. smoke profile: bf16 training steps through the library's public step, and one evaluation
     amp = "bf16" if cuda else "none"
     cfg = load_config("smoke", {"train.device": device_name, "train.amp": amp, "train.checkpoint_every": 0})
     enc = encoders()
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, tmp, progress=False, encoders=enc)
-        order = _epoch_order(len(trainer.train_feats.records), cfg.train.seed, 0, 0, 1, cfg.train.batch_size)
+        order = epoch_batches(len(trainer.train_feats.records), cfg.train.seed, 0, cfg.train.batch_size)
         gen = torch.Generator().manual_seed(0)
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)
         trainer.step_module.train()
         times, rec = [], {}
-        n_warm = 2 * len(order)  # one pass over every batch shape first (kernels load lazily per shape)
-        for s in range(n_warm + 3):
+        n_warm = 2 * len(order) if cuda else 1  # one pass over every batch shape first (kernels load per shape)
+        for s in range(n_warm + (3 if cuda else 1)):
             sync()
             t0 = time.perf_counter()
-            rec = trainer._train_step(s, [order[s % len(order)]], gen)
+            rec = train_step(trainer.step_module, trainer.optimizer, trainer.scheduler, trainer.train_feats,
+                             [order[s % len(order)]], gen, step=s, amp=amp)
             sync()
             times.append(time.perf_counter() - t0)
         losses = {k: round(v, 4) for k, v in rec.items() if k in trainer.loss.weights}
         step = statistics.median(times[n_warm:])
         b = cfg.train.batch_size
-        print(f"[smoke train] amp={amp} batch {b}: first step {times[0]:.3f} s, median of 3 after {n_warm} warm-up {step:.4f} s, "
-              f"{b / step:.1f} pairs/s; losses {losses}")
-        if not all(torch.isfinite(torch.tensor(v)) for v in losses.values()):
-            raise FloatingPointError(f"non-finite loss in the smoke step: {losses}")
+        print(f"[smoke train] amp={amp} batch {b}: first step {times[0]:.3f} s, median after {n_warm} warm-up "
+              f"{step:.4f} s, {b / step:.1f} pairs/s; losses {losses}")
+        if not losses or not all(math.isfinite(v) for v in losses.values()):
+            raise FloatingPointError(f"non-finite or missing loss in the smoke step: {losses}")
         t0 = time.perf_counter()
         metrics = trainer.evaluate()
         sync()
@@ -94,31 +99,34 @@ def run_check(device_name: str, visual_weights: str, text_model: str) -> None:
             print(f"[smoke memory] torch.cuda.max_memory_allocated = "
                   f"{torch.cuda.max_memory_allocated(device) / 2**20:.1f} MiB")
 
-    # --- 2. realistic training step (batch 128, cookie defaults), bf16 on GPU: cached and live MobileNetV2
+    # --- 2. realistic training step (cookie defaults), bf16 on GPU: cached and live MobileNetV2
     gen = torch.Generator().manual_seed(0)
-    feats = bench.synthetic_features(512, 4, gen)
-    live_feats = bench.synthetic_features(512, 1, gen)
+    feats = bench.synthetic_features(n_feats, 4, gen)
+    live_feats = bench.synthetic_features(n_feats, 1, gen)
     for mode, live in (("cached", False), ("live", True)):
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)
-        run = bench.make_train_step("cookie", live_feats if live else feats, live, device, 128, amp=cuda,
-                                   visual_weights=visual_weights)
-        ts = bench.timed(run, device, repeats=5 if cuda else 1, warmup=2 if cuda else 1)
-        med = statistics.median(ts)
+        run = bench.make_train_step("cookie", live_feats if live else feats, live, device, batch, amp=cuda,
+                                    visual_weights=visual_weights)
+        med = statistics.median(bench.timed(run, device, repeats=timed_steps, warmup=2 if cuda else 1))
         mem = f", max_memory_allocated {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB" if cuda else ""
-        print(f"[train d256 L2 batch 128, {mode}{' bf16' if cuda else ''}] step {med:.4f} s, "
-              f"{128 / med:.0f} pairs/s{mem}")
+        print(f"[train d256 L2 batch {batch}, {mode}{' bf16' if cuda else ''}] step {med:.4f} s, "
+              f"{batch / med:.0f} pairs/s{mem}")
 
-    # --- 3. inference benchmark at N = 1000, 5000
+    # --- 3. inference benchmark (N = 1000, 5000 on GPU; tiny on CPU)
     sizes = dict(bench.QUICK)
-    sizes["ns"] = (1000, 5000)
     if cuda:
-        sizes.update(enc_images=2048, enc_captions=1024, head_items=8192, pairs=262144, pair_batch=8192, pool=1024)
+        sizes.update(ns=(1000, 5000), enc_images=2048, enc_captions=1024, head_items=8192, pairs=262144,
+                     pair_batch=8192, pool=1024)
+    else:
+        sizes.update(ns=(10, 40), enc_images=8, enc_captions=8, head_items=32, pairs=64, pair_batch=32, pool=16)
     rows = bench.Rows()
     bench.inference_benchmark(rows, device, sizes, encoders=encoders())
     for n in sizes["ns"]:
         s = f"{device.type} N={n} M={5 * n}"
         two, one = rows.get("inference", s, "two_stream_s"), rows.get("inference", s, "one_stream_s")
+        if not (0 < two and 0 < one and math.isfinite(two / one)):
+            raise RuntimeError(f"inference benchmark at N={n}: bad times two={two}, one={one}")
         print(f"[inference N={n}] two-stream {two:.3f} s, one-stream {one:.1f} s (extrapolated), "
               f"ratio {two / one:.2e} (paper 3e-3), re-rank top-10 {rows.get('inference', s, 'rerank_k10_s'):.3f} s")
     print(f"gpu_check finished in {time.perf_counter() - t_all:.1f} s")

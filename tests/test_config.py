@@ -7,14 +7,12 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from cookie_lib.config import Config, ConfigError, config_from_dict, load_config
 
-ROOT = Path(__file__).resolve().parents[1]
-EMOJI = ROOT / "data" / "fixture_emoji" / "dataset_emoji.json"
+from conftest import EMOJI, ROOT
 
 
 @pytest.mark.parametrize("overrides,patterns", [
@@ -99,9 +97,9 @@ def test_cli_rejects_bad_value_before_loading_data(tmp_path):
                           cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
                           timeout=120)
     elapsed = time.monotonic() - t0
-    assert proc.returncode != 0
-    assert "ConfigError" in proc.stderr and "loss.visual=-1" in proc.stderr and ">= 0" in proc.stderr
-    assert "dataset" not in proc.stderr.split("ConfigError")[-1]
+    assert proc.returncode == 2  # a ConfigError: one line `error: <message>`, no traceback (runtime.cli)
+    assert proc.stderr.startswith("error: ") and "loss.visual=-1" in proc.stderr and ">= 0" in proc.stderr
+    assert "dataset" not in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists()
     assert elapsed < 60, f"the CLI took {elapsed:.0f} s to reject a bad value"
 

@@ -9,11 +9,7 @@ from PIL import Image
 
 from cookie_lib import data as D
 
-ROOT = Path(__file__).resolve().parents[1]
-FIX = Path(__file__).resolve().parent / "fixtures"
-COCO = FIX / "karpathy_coco_mini" / "dataset_coco.json"
-FLICKR = FIX / "flickr_mini" / "dataset_flickr30k.json"
-EMOJI = ROOT / "data" / "fixture_emoji" / "dataset_emoji.json"
+from conftest import COCO, EMOJI, FLICKR
 
 
 # ---------------------------------------------------------------- format quirks
@@ -184,6 +180,21 @@ def test_empty_split(coco_copy):
         img["split"] = "restval" if img["split"] == "train" else img["split"]
     write(path, data)
     assert "split 'train'" not in problems(path)
+
+
+def test_unknown_split_is_reported_with_the_other_problems(coco_copy, capsys):
+    path, data = coco_copy
+    vals = [i for i, img in enumerate(data["images"]) if img["split"] == "val"]
+    for i in vals:
+        data["images"][i]["split"] = "validation"  # would silently take part in nothing
+    data["images"][0]["sentences"][0]["raw"] = ""
+    write(path, data)
+    msg = problems(path)
+    assert msg.startswith("2 problem(s)") and "images[0] (imgid=0): sentences[0]" in msg
+    assert (f"unknown split 'validation' in {len(vals)} record(s) (first: images[{vals[0]}]); known splits: "
+            "['train', 'val', 'test', 'restval']") in msg
+    assert D.main(["validate", str(path)]) != 0  # the CLI reports it too
+    assert "unknown split 'validation'" in capsys.readouterr().err
 
 
 def test_all_problems_reported_at_once(coco_copy):

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from cookie_lib.data import DataValidationError, text_matching_set, validate_karpathy
 
-FIXTURE = Path(__file__).resolve().parent.parent / "data" / "fixture_emoji"
+from conftest import EMOJI_DIR as FIXTURE
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-3, 3) | st.floats(allow_nan=True) | st.text(max_size=5),

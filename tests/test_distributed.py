@@ -18,7 +18,7 @@ import torch.distributed as dist
 from cookie_lib.config import load_config
 from cookie_lib.losses import info_nce
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
 WORKER = Path(__file__).resolve().parent / "dist_worker.py"
 
 pytestmark = pytest.mark.slow
@@ -93,19 +93,7 @@ def test_gathered_loss_and_grads_equal_single_process_global_batch(tmp_path):
                                                      "loss.log_scale.textual", "img.weight", "txt.weight"}
 
 
-@pytest.fixture(scope="session")
-def smoke_cache() -> str:
-    """The smoke profile's feature cache, built once in this process (so two ranks never race to write it)."""
-    from cookie_lib.config import resolve_path
-    from cookie_lib.features import split_features
-    from cookie_lib.train import load_corpus
-
-    cfg = load_config("smoke")
-    corpus = load_corpus(cfg)
-    dataset = resolve_path(cfg.data.dataset)
-    split_features(cfg, corpus.split("train"), "train", cfg.train.num_views, dataset)
-    split_features(cfg, corpus.split("val"), "val", 1, dataset)
-    return cfg.data.cache_dir
+# smoke_cache (tests/conftest.py): the feature cache is built once in this process, so ranks never race
 
 
 # Sources of difference between 2 x 8 and 1 x 16 (dropout is off; the data order, views and captions are

@@ -1,4 +1,4 @@
-"""Emoji corpus builder (cookie_lib.emoji): unit functions and an offline build from fake npm tarballs."""
+"""Emoji corpus builder (cookie_lib.study.emoji): unit functions and an offline build from fake npm tarballs."""
 import io
 import json
 import random
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from cookie_lib import emoji as E
+from cookie_lib.study import emoji as E
 from cookie_lib.data import validate_karpathy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -216,3 +216,61 @@ def test_committed_fixture_matches_builder(tmp_path):
     E.build(tmp_path / "fx", ("noto", "twemoji", "fluent"), cache, max_concepts=40, test_frac=0.25, val_frac=0.15,
             progress=False)
     assert _tree(tmp_path / "fx") == _tree(ROOT / "data" / "fixture_emoji")
+
+
+# ------------------------------------------------------------ families (issue 10)
+def test_emoji_family_groups_variants():
+    fam = E.emoji_family
+    assert fam("1F600") == "1F600"  # an unrelated emoji is its own family
+    assert fam("1F468") == fam("1F469") == fam("1F9D1") == fam("1F469-200D-1F9B0") == fam("1F9D1-200D-1F9B2")
+    assert fam("1F926-200D-2642") == fam("1F926-200D-2640") == fam("1F926") == "1F926"  # facepalming
+    assert fam("1F468-200D-1F33E") == fam("1F469-200D-1F33E") == fam("1F9D1-200D-1F33E") == "1F9D1-1F33E"
+    assert fam("1F9D1-200D-1F33E") != fam("1F9D1-200D-1F373")  # farmer and cook stay apart
+    assert fam("1F6B6-200D-2640-200D-27A1") == fam("1F6B6")  # "woman walking: facing right"
+    assert fam("1F46B") == fam("1F46C") == fam("1F9D1-200D-1F91D-200D-1F9D1")  # holding hands
+    assert fam("1F468-200D-1F469-200D-1F467") == fam("1F46A") == fam("1F469-200D-1F466") == "family"
+    assert fam("1F408-200D-2B1B") == "1F408" and fam("1F3F3-200D-1F308") == "1F3F3"  # black cat, rainbow flag
+    assert fam("1F1EB-1F1F7") == fam("1F3F4-E0067-E0062-E0073-E0063-E0074-E007F") == E.FLAG_FAMILY
+    assert fam("0023-20E3") == fam("0031-20E3") == "keycaps"
+    assert fam("1F550") == fam("1F567") == "clock-faces" and fam("23F0") == "23F0"  # alarm clock is not a face
+
+
+def test_assign_splits_keeps_families_together_and_flags_in_train():
+    rng = random.Random(1)
+    concepts, families = {}, {}
+    for f in range(300):
+        for m in range(rng.choice([1, 1, 1, 2, 3, 6])):
+            key = f"F{f:03d}-{m}"
+            concepts[key], families[key] = f"sub{f % 12}", f"fam{f}"
+    for i in range(40):
+        concepts[f"FLAG{i}"], families[f"FLAG{i}"] = "country-flag", "flags"
+    a = E.assign_splits(concepts, families=families, fixed={"flags": "train"})
+    by_family = defaultdict(set)
+    for k, s in a.items():
+        by_family[families[k]].add(s)
+    assert all(len(s) == 1 for s in by_family.values()), "a family spans two splits"
+    assert by_family["flags"] == {"train"}
+    share = Counter(a.values())
+    assert 0.09 < share["test"] / len(a) < 0.19 and 0.05 < share["val"] / len(a) < 0.15
+    assert E.assign_splits(concepts) != a  # families change the assignment here
+    singletons = E.assign_splits(concepts, families={k: k for k in concepts})
+    assert singletons == E.assign_splits(concepts)  # default: every key its own family
+
+
+def test_built_corpus_families_never_span_splits(fake_cache, tmp_path):
+    E.build(tmp_path / "f", ("noto", "twemoji"), fake_cache, progress=False)
+    imgs = json.loads((tmp_path / "f" / "dataset_emoji.json").read_text())["images"]
+    assert all(i["family"] == E.emoji_family(i["concept"]) for i in imgs)
+    splits = defaultdict(set)
+    for i in imgs:
+        splits[i["family"]].add(i["split"])
+    assert all(len(s) == 1 for s in splits.values())
+
+
+def test_big_families_go_to_train(fake_cache, tmp_path, monkeypatch):
+    monkeypatch.setattr(E, "BIG_FAMILY", 2)
+    monkeypatch.setattr(E, "emoji_family", lambda key: "big" if key in {"1F600", "1F603", "1F604"} else key)
+    E.build(tmp_path / "g", ("noto",), fake_cache, test_frac=0.5, val_frac=0.3, progress=False)
+    imgs = json.loads((tmp_path / "g" / "dataset_emoji.json").read_text())["images"]
+    assert {i["split"] for i in imgs if i["family"] == "big"} == {"train"}
+    assert {i["split"] for i in imgs} == {"train", "val", "test"}

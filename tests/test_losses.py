@@ -85,14 +85,18 @@ def _emb(b=6, d=8, dtype=torch.float32):
     return {n: _unit(b, d, seed=10 + i, dtype=dtype) for i, n in enumerate(("v1", "v2", "t1", "t2"))}
 
 
-def test_cookie_loss_weighted_sum_matches_reference():
-    cfg = LossConfig(cross_modal=1.0, visual=0.5, textual=2.0, temperature=0.05)
+@pytest.mark.parametrize("visual_positives", ["view", "concept"])
+def test_cookie_loss_weighted_sum_matches_reference(visual_positives):
+    cfg = LossConfig(cross_modal=1.0, visual=0.5, textual=2.0, temperature=0.05, visual_positives=visual_positives)
     loss = L.CookieLoss(cfg).double()
     emb, keys = _emb(dtype=torch.float64), torch.tensor([0, 1, 1, 2, 3, 0])
-    total, parts = loss(emb, keys)
+    image_ids = torch.tensor([17, 3, 8, 0, 42, 5])  # rows of the training split: unique
+    total, parts = loss(emb, keys, image_ids)
     s = 1.0 / 0.05
+    # "view": each image's only visual positive is its own other view; "concept": every same-key image
+    visual_keys = image_ids if visual_positives == "view" else keys
     want = {"cross_modal": ref_info_nce(emb["v1"], emb["t1"], keys, s),
-            "visual": ref_info_nce(emb["v1"], emb["v2"], keys, s),
+            "visual": ref_info_nce(emb["v1"], emb["v2"], visual_keys, s),
             "textual": ref_info_nce(emb["t1"], emb["t2"], keys, s)}
     assert set(parts) == set(want)
     for n in want:
@@ -106,6 +110,27 @@ def test_cookie_loss_weighted_sum_matches_reference():
         assert loss.scale(n).item() == pytest.approx(s, rel=1e-6) and loss.log_scale[n].requires_grad
     total.backward()
     assert all(loss.log_scale[n].grad is not None and loss.log_scale[n].grad != 0 for n in want)
+
+
+def test_default_visual_targets_are_the_identity_when_keys_repeat(monkeypatch):
+    keys = torch.tensor([0, 1, 1, 2, 0, 0])  # three images of concept 0, two of concept 1
+    image_ids = torch.tensor([9, 4, 7, 1, 0, 3])
+    default = L.CookieLoss(LossConfig())
+    assert default.cfg.visual_positives == "view"
+    eye = torch.eye(6)
+    assert torch.equal(L.soft_targets(*[default.positive_keys("visual", keys, image_ids)] * 2), eye)
+    assert torch.equal(L.soft_targets(*[default.positive_keys("visual", keys, None)] * 2), eye)  # no ids given
+    for name in ("cross_modal", "textual"):  # the other losses keep the record keys
+        assert torch.equal(default.positive_keys(name, keys, image_ids), keys)
+    concept = L.CookieLoss(LossConfig(visual_positives="concept"))
+    y = L.soft_targets(*[concept.positive_keys("visual", keys, image_ids)] * 2)
+    assert y[0].tolist() == pytest.approx([1 / 3, 0, 0, 0, 1 / 3, 1 / 3])
+    # and forward really hands those keys to the visual InfoNCE
+    seen = []
+    real = L.info_nce
+    monkeypatch.setattr(L, "info_nce", lambda a, b, k, s: seen.append(k) or real(a, b, k, s))
+    default(_emb(), keys, image_ids)
+    assert [torch.equal(L.soft_targets(k, k), eye) for k in seen] == [False, True, False]  # c, v, t order
 
 
 def test_temperature_is_clamped_at_max_logit_scale():

@@ -12,7 +12,9 @@ CV, CT, TV = 24, 16, 4  # small synthetic encoder widths / visual grid for the h
 
 
 def _cfg(**kw) -> ModelConfig:
-    base = dict(dim=32, heads=4, depth=2, dropout=0.0)
+    # LayerScale 0.1, not the nested default 0: at 0 every block is the identity at init, and these tests
+    # check what the blocks compute (sharing, masking); tests/test_head.py covers the nested initialisation
+    base = dict(dim=32, heads=4, depth=2, dropout=0.0, layer_scale_init=0.1)
     base.update(kw)
     return ModelConfig(**base)
 
@@ -54,6 +56,14 @@ def test_embedding_shapes_and_unit_norm(depth, shared):
 
 def test_visual_tokens_for_stride_32():
     assert visual_tokens_for(64) == 4 and visual_tokens_for(224) == 49 and visual_tokens_for(96) == 9
+
+
+def test_visual_tokens_for_an_earlier_feature_map():
+    # MobileNetV2 features[:14] ends at stride 16: 16 tokens at 64 px, as many as the whole network at 128 px
+    assert visual_tokens_for(64, 14) == 16 and visual_tokens_for(128) == 16 and visual_tokens_for(64, 8) == 16
+    assert visual_tokens_for(64, 7) == 64 and visual_tokens_for(64, 4) == 256  # stride 8, stride 4
+    with pytest.raises(ValueError, match=r"model.visual_layer=30: mobilenet_v2 has 19 feature blocks"):
+        visual_tokens_for(64, 30)
 
 
 # ----------------------------------------------------------------------------- weight sharing
@@ -163,6 +173,41 @@ def test_gradients_reach_projections_head_and_unfrozen_encoders(live_encoders):
     # every trainable encoder parameter receives a gradient (DDP without find_unused_parameters needs this)
     assert [n for n, p in text.named_parameters() if p.requires_grad and p.grad is None] == []
     assert [n for n, p in visual.named_parameters() if p.requires_grad and p.grad is None] == []
+
+
+def test_truncated_visual_encoder_gives_the_grid_visual_tokens_for_promises():
+    enc = VisualEncoder("mobilenet_v2", "auto", "all", visual_layer=14)
+    assert len(enc.body) == 14 and enc.out_dim == 96
+    with torch.no_grad():
+        tokens = enc(torch.randn(2, 3, 64, 64))
+    assert tokens.shape == (2, visual_tokens_for(64, 14), 96) == (2, 16, 96)
+
+
+def test_partial_freeze_keeps_frozen_batchnorm_in_eval_and_its_statistics():
+    """freeze_visual=3: the last 3 blocks train (BatchNorm in train mode, statistics updated); the frozen
+    blocks' BatchNorm keeps eval mode and the ImageNet running statistics through a training-mode forward."""
+    visual = VisualEncoder("mobilenet_v2", "auto", freeze=3)
+    visual.train()
+    frozen, trainable = visual.body[:-3], visual.body[-3:]
+    bn_frozen = [m for m in frozen.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    bn_train = [m for m in trainable.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bn_frozen and bn_train and visual.training
+    assert not any(m.training for m in bn_frozen) and all(m.training for m in bn_train)
+    assert not any(p.requires_grad for p in frozen.parameters())
+    assert all(p.requires_grad for p in trainable.parameters())
+    before = {id(m): (m.running_mean.clone(), m.running_var.clone(), int(m.num_batches_tracked))
+              for m in bn_frozen + bn_train}
+    out = visual(torch.randn(4, 3, 64, 64) * 2 + 0.5)  # a batch far from ImageNet statistics
+    out.sum().backward()
+    for m in bn_frozen:
+        mean, var, n = before[id(m)]
+        torch.testing.assert_close(m.running_mean, mean, rtol=0, atol=0)
+        torch.testing.assert_close(m.running_var, var, rtol=0, atol=0)
+        assert int(m.num_batches_tracked) == n
+    assert all(int(m.num_batches_tracked) == before[id(m)][2] + 1 for m in bn_train)
+    assert any(not torch.equal(m.running_mean, before[id(m)][0]) for m in bn_train)
+    visual.eval()
+    assert not any(m.training for m in bn_train)  # eval() still switches everything off
 
 
 def test_frozen_encoders_get_no_grads_and_cnn_stays_in_eval():

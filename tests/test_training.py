@@ -18,18 +18,15 @@ import torch
 from cookie_lib import losses as L
 from cookie_lib.config import load_config
 from cookie_lib.metrics import cross_modal_retrieval
-from cookie_lib.train import NonFiniteLossError, Trainer, load_corpus
+from cookie_lib.train import NonFiniteLossError, Trainer
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
 
 
 @pytest.fixture(scope="session")
-def corpus():
-    """The validated smoke corpus, loaded once; also builds the shared smoke feature cache if missing."""
-    cfg = load_config("smoke")
-    c = load_corpus(cfg)
-    Trainer(cfg, "/nonexistent-unused", progress=False, corpus=c)  # computes/loads the feature cache only
-    return c
+def corpus(smoke_corpus):
+    """The validated smoke corpus with its feature cache (tests/conftest.py)."""
+    return smoke_corpus
 
 
 def _run(tmp_path, corpus, name="run", resume=False, **overrides):

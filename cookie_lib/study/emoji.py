@@ -3,7 +3,7 @@
 The corpus is the same emoji concept (e.g. "beer mug") drawn by independent designers (Noto,
 Twemoji, OpenMoji, Fluent), described by human-written Unicode CLDR text. Usage::
 
-    python -m cookie_lib.emoji build --out data/emoji [--designs noto,twemoji,openmoji,fluent]
+    python -m cookie_lib.study.emoji build --out data/emoji [--designs noto,twemoji,openmoji,fluent]
                                      [--cache-dir data/.cache] [--max-concepts N]
 
 Output (exactly the Karpathy layout plus extra fields, see data/README.md)::
@@ -14,7 +14,8 @@ Output (exactly the Karpathy layout plus extra fields, see data/README.md)::
 
 KEY is the upper-case hex code points joined by "-", with FE0F removed. Only base emoji (no
 skin-tone variants) are used and the CLDR "component" group is excluded. Splits are by concept,
-stratified by subgroup, from a seeded SHA-256 hash, so rebuilding gives byte-identical files.
+stratified by subgroup and grouped by family (variants of one base emoji, flags, keycaps, clock faces never
+span two splits; flags and other families of > 10 concepts are always train), from a seeded SHA-256 hash, so rebuilding gives byte-identical files.
 """
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ DESIGNS = {
                "Fluent Emoji (flat) by Microsoft Corporation (https://github.com/microsoft/fluentui-emoji), "
                "MIT License; rasterised to 64 px PNG, composited on white (fluentui-emoji 1.3.0)."),
 }
-DEFAULT_CACHE = Path(__file__).resolve().parent.parent / "data" / ".cache"  # npm tarballs, whatever the cwd
+DEFAULT_CACHE = Path(__file__).resolve().parents[2] / "data" / ".cache"  # npm tarballs, whatever the cwd
 DEFAULT_DESIGNS = ("noto", "twemoji", "openmoji", "fluent")
 TEXT_NOTICE = (
     "Captions: Unicode CLDR annotations (Unicode License v3, https://www.unicode.org/license.txt) via "
@@ -94,26 +95,93 @@ def stable_unit(*parts: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def assign_splits(concepts: dict[str, str], test_frac: float = 0.15, val_frac: float = 0.10) -> dict[str, str]:
-    """Split concepts {key: subgroup} into train/val/test, stratified by subgroup.
+# --------------------------------------------------------------------------- families
+# Code points removed before comparing two emoji: variation selector, ZWJ, skin tones, gender signs,
+# hair-style components and the "facing right" arrow. What is left names the base emoji.
+_STRIP = {"FE0F", "200D", "2640", "2642", "27A1"} | {f"1F3F{c}" for c in "BCDEF"} | {f"1F9B{c}" for c in "0123"}
+# man/woman -> person, boy/girl -> child, old man/old woman -> older person (gendered forms of one emoji)
+_PERSON = {"1F468": "1F9D1", "1F469": "1F9D1", "1F466": "1F9D2", "1F467": "1F9D2", "1F474": "1F9D3", "1F475": "1F9D3"}
+_PERSON_BASES = {"1F9D1", "1F9D2", "1F9D3"}
+# single code points that are gendered or composed forms of another emoji (no shared code point to strip)
+_ALIASES = {"1F934": "1FAC5", "1F478": "1FAC5",  # prince, princess -> person with crown
+            "1F57A": "1F483",  # man dancing -> woman dancing
+            "1F930": "1FAC4", "1FAC3": "1FAC4",  # pregnant woman/man -> pregnant person
+            "1F46B": "1F9D1-1F91D-1F9D1", "1F46C": "1F9D1-1F91D-1F9D1", "1F46D": "1F9D1-1F91D-1F9D1",  # holding hands
+            "1F48F": "1F9D1-2764-1F48B-1F9D1", "1F491": "1F9D1-2764-1F9D1",  # kiss, couple with heart
+            "1F385": "1F9D1-1F384", "1F936": "1F9D1-1F384",  # Santa, Mrs. Claus -> mx claus
+            "1F46A": "family"}
+FLAG_FAMILY, FLAG_SPLIT = "flags", "train"  # all country/subdivision flags: one family, always in train
+# Families of more than BIG_FAMILY concepts (flags 262, family 30, clock faces 24, person 15, keycaps 12 in
+# the full build) always go to train: in val/test one such block of near-identical concepts would fill
+# up to 10 % of the split and turn its retrieval into a fine-grained "which clock face" task.
+BIG_FAMILY = 10
 
-    Within each subgroup the concepts are ordered by a seeded hash and read off at evenly spaced
-    points u = (i + offset) / n with a per-subgroup hashed offset (systematic sampling with a random
-    start): u < test_frac -> test, < test_frac + val_frac -> val, else train. Every subgroup thus gets
-    its share up to one concept, and the expected share is exact even for one-concept subgroups.
-    The result depends only on the keys and subgroups, not on their order.
+
+def emoji_family(key: str) -> str:
+    """Family id of a corpus KEY: variants of one base emoji share it (no family may span two splits).
+
+    - "flags": every flag made of regional indicators (country flags) or tag sequences (England,
+      Scotland, Wales); ``FLAG_SPLIT`` places this big family in train, so the test split stays
+      balanced (as every family of more than ``BIG_FAMILY`` concepts, see ``build``).
+    - "keycaps": every sequence with U+20E3 (#, *, 0-9); "clock-faces": U+1F550..U+1F567.
+    - otherwise the code points after removing ``_STRIP`` (ZWJ, skin tones, gender signs, hair
+      components) with man/woman -> person (and boy/girl -> child, old man/woman -> older person);
+      a person sequence keeps its role ("man farmer" and "woman farmer" -> "1F9D1-1F33E"), any other
+      sequence is named by its first code point ("black cat" -> cat "1F408", "heart on fire" -> "2764");
+      families of only persons with a child -> "family"; ``_ALIASES`` joins single code points that are
+      gendered forms (prince/princess -> person with crown). An unrelated emoji's family is its own key.
     """
+    cps = key.split("-")
+    if any("1F1E6" <= c <= "1F1FF" or "E0020" <= c <= "E007F" for c in cps if len(c) == 5):
+        return FLAG_FAMILY
+    if "20E3" in cps:
+        return "keycaps"
+    if len(cps) == 1 and len(cps[0]) == 5 and "1F550" <= cps[0] <= "1F567":
+        return "clock-faces"
+    canon = [_PERSON.get(c, c) for c in cps if c not in _STRIP] or cps
+    if len(canon) == 1:
+        return _ALIASES.get(canon[0], canon[0])
+    if canon[0] in _PERSON_BASES:
+        if all(c in _PERSON_BASES for c in canon) and "1F9D2" in canon:
+            return "family"
+        return "-".join(canon)
+    return canon[0]
+
+
+def assign_splits(concepts: dict[str, str], test_frac: float = 0.15, val_frac: float = 0.10,
+                  families: dict[str, str] | None = None, fixed: dict[str, str] | None = None) -> dict[str, str]:
+    """Split concepts {key: subgroup} into train/val/test, stratified by subgroup, whole families at a time.
+
+    ``families`` maps key -> family id (default: each key its own family); all keys of one family
+    get the same split, and ``fixed`` = {family: split} pins some families (e.g. flags -> train).
+    Each family belongs to the stratum of its most common subgroup. Within a stratum of n concepts
+    the families are ordered by a seeded hash of the family id; family i, whose concepts start at
+    cumulative count c_i, sits at u_i = (c_i + offset) / n, with a per-stratum hashed offset
+    (systematic sampling with a random start, weighted by family size): u < test_frac -> test,
+    u < test_frac + val_frac -> val, else train. With singleton families every subgroup gets its
+    share to within one concept. The result depends only on the keys, subgroups and families, not
+    on their order.
+    """
+    families = families or {}
+    fixed = fixed or {}
+    members: dict[str, list[str]] = defaultdict(list)
+    for key in concepts:
+        members[families.get(key, key)].append(key)
     by_sub: dict[str, list[str]] = defaultdict(list)
-    for key, sub in concepts.items():
-        by_sub[sub].append(key)
-    out = {}
-    for sub, keys in by_sub.items():
-        keys.sort(key=lambda k: (stable_unit("concept", k), k))
-        offset = stable_unit("subgroup", sub)
-        for i, key in enumerate(keys):
-            u = (i + offset) / len(keys)
-            out[key] = "test" if u < test_frac else "val" if u < test_frac + val_frac else "train"
-    return out
+    for fam, keys in members.items():
+        if fam not in fixed:
+            subs = Counter(concepts[k] for k in keys)
+            by_sub[min(subs, key=lambda s: (-subs[s], s))].append(fam)
+    fam_split = dict(fixed)
+    for sub, fams in by_sub.items():
+        fams.sort(key=lambda f: (stable_unit("concept", f), f))
+        n = sum(len(members[f]) for f in fams)
+        offset, start = stable_unit("subgroup", sub), 0
+        for fam in fams:
+            u = (start + offset) / n
+            fam_split[fam] = "test" if u < test_frac else "val" if u < test_frac + val_frac else "train"
+            start += len(members[fam])
+    return {key: fam_split[fam] for fam, keys in members.items() for key in keys}
 
 
 def make_captions(label: str, keywords: list[str], om_annotation: str = "", om_tags: str = "",
@@ -155,8 +223,11 @@ def to_png(data: bytes, is_svg: bool) -> bytes:
     return buf.getvalue()
 
 
-def fetch(cache_dir: Path, names) -> dict[str, Path]:
-    """Return {package: tarball path}, running `npm pack NAME@VERSION` for tarballs not yet cached."""
+def fetch(cache_dir: Path, names, versions: dict[str, str] = PACKAGES) -> dict[str, Path]:
+    """Return {package: tarball path}, running `npm pack NAME@VERSION` for tarballs not yet cached.
+
+    ``versions`` maps each name to its pinned version (default: the emoji packages)."""
+    PACKAGES = versions  # noqa: N806 - the pins used below
     cache_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name in names:
@@ -248,7 +319,11 @@ def build(out: Path, designs=DEFAULT_DESIGNS, cache_dir: Path = DEFAULT_CACHE, m
     concepts, sources = load_metadata(tars, openmoji_text)
     concepts = [c for c in concepts if any(c["key"] in sources[d] for d in designs)]
     concepts = select_concepts(concepts, max_concepts)
-    splits = assign_splits({c["key"]: c["subgroup"] for c in concepts}, test_frac, val_frac)
+    families = {c["key"]: emoji_family(c["key"]) for c in concepts}
+    sizes = Counter(families.values())
+    fixed = {fam: "train" for fam, n in sizes.items() if n > BIG_FAMILY} | {FLAG_FAMILY: FLAG_SPLIT}
+    splits = assign_splits({c["key"]: c["subgroup"] for c in concepts}, test_frac, val_frac, families=families,
+                           fixed=fixed)
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -276,12 +351,12 @@ def build(out: Path, designs=DEFAULT_DESIGNS, cache_dir: Path = DEFAULT_CACHE, m
                 sentid += len(sents)
                 images.append({"split": splits[c["key"]], "filepath": design, "filename": f"{c['key']}.png",
                                "imgid": imgid, "sentids": [s["sentid"] for s in sents], "sentences": sents,
-                               "concept": c["key"], "design": design, "group": c["group"],
-                               "subgroup": c["subgroup"]})
+                               "concept": c["key"], "family": emoji_family(c["key"]), "design": design,
+                               "group": c["group"], "subgroup": c["subgroup"]})
         (tmp / "dataset_emoji.json").write_text(
             json.dumps({"dataset": "emoji", "images": images}, ensure_ascii=False, indent=None) + "\n",
             encoding="utf-8")
-        notice = ["Generated by `python -m cookie_lib.emoji build` (cookie). Sources and licences:", ""]
+        notice = ["Generated by `python -m cookie_lib.study.emoji build` (cookie). Sources and licences:", ""]
         notice += [f"- {d} ({DESIGNS[d][1]}): {DESIGNS[d][2]}" for d in designs]
         notice += [f"- {TEXT_NOTICE}"] + ([f"- {OPENMOJI_TEXT_NOTICE}"] if openmoji_text else [])
         (tmp / "NOTICE").write_text("\n".join(notice) + "\n", encoding="utf-8")
@@ -310,7 +385,7 @@ def summarize(images: list[dict]) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m cookie_lib.emoji", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m cookie_lib.study.emoji", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="fetch the npm packages (cached) and build the corpus")
     b.add_argument("--out", type=Path, required=True)
@@ -339,4 +414,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ..runtime import cli  # error: <message>, exit 2 for user errors
+    cli(main)

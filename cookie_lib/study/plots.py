@@ -1,9 +1,10 @@
-"""Figures and small report helpers for the notebooks (the notebooks only import and call these).
+"""Figures for the notebooks (the notebooks only import and call these); text, tables and the parsing
+of the benchmark CSV are in :mod:`cookie_lib.study.report`.
 
 Every figure function returns a matplotlib Figure; ``save_figure`` writes it atomically (temp file in
 the same folder, then ``os.replace``), so an interrupted notebook never leaves a truncated PNG.
 
-    from cookie_lib.plots import loss_curves, save_figure
+    from cookie_lib.study.plots import loss_curves, save_figure
     fig = loss_curves([result["history"] for result in results])
     save_figure(fig, results_dir / "fig_loss_curves.png")
 """
@@ -20,7 +21,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .data import KarpathyCorpus
+from ..data import KarpathyCorpus
 
 LOSS_TERMS = ("cross_modal", "visual", "textual")
 
@@ -170,33 +171,3 @@ def depth_plot(df: pd.DataFrame, depth: dict[str, int], metrics: dict[str, str])
         ax.set_xticks(sorted(set(depth.values())))
     fig.tight_layout()
     return fig
-
-
-# ----------------------------------------------------------------------------- report (05, 06)
-def inference_ratio(bench_csv: str | Path) -> dict | None:
-    """From ``python -m cookie_lib.bench``'s CSV: the two-stream / one-stream inference-time ratio at the
-    largest N measured (the paper's setting is 5,000 images x 25,000 captions). None if absent."""
-    path = Path(bench_csv)
-    if not path.exists():
-        return None
-    b = pd.read_csv(path)
-    rows = b[(b.benchmark == "inference") & (b.metric == "ratio_two_over_one")].copy()
-    if rows.empty:
-        return None
-    rows["n"] = rows.setting.str.extract(r"N=(\d+)", expand=False).astype(float)
-    best = rows.sort_values("n").iloc[-1]
-    return {"setting": best.setting, "ratio": float(best.value)}
-
-
-def claim_sentence(row: dict | pd.Series) -> str:
-    """One plain sentence per row of ``claims_table``: reproduced or not, and by how much."""
-    verdict = row["reproduced?"]
-    gap = f"{row['diff (points)']:+.2f} points ({row['diff (relative %)']:+.1f} %), p = {row['p (Welch)']}"
-    what = f"**{row['claim']}** ({row['comparison']}, {row['metric']}; paper: {row['paper']}):"
-    if verdict == "yes":
-        return f"{what} reproduced, {gap}."
-    if verdict == "no: within noise":
-        return f"{what} not reproduced: the difference is within noise, {gap}."
-    if verdict == "no: opposite":
-        return f"{what} not reproduced: the opposite holds, {gap}."
-    return f"{what} {verdict}, {gap}."

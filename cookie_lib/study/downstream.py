@@ -1,0 +1,449 @@
+"""Downstream evaluation suite: tasks that pre-training never sees (issue 10).
+
+A pre-trained model is scored, zero-shot, on:
+
+* ``emoji_*`` / ``oca_*``: cross-modal retrieval on the emoji TEST concepts and on the Open Clip Art
+  TEST split, with EACH DISTINCT CAPTION ONCE in the gallery. Image -> text: image i is a hit at K if
+  any of its captions is in the top K of the M distinct captions. Text -> image: a caption's positives
+  are all images carrying it (the designs of one emoji literally share their captions). R@1/5/10 both
+  ways, ``rsum`` (their sum, max 600) and ``mr = rsum / 6``.
+* ``img_*``: cross-design image retrieval on the emoji test concepts: each image queries every other
+  test image; positives = the other designs of its concept (the query itself is removed). ``img_r1``
+  and ``img_map`` (AP over images of the same CLDR subgroup, the class-level protocol). The
+  design-by-design R@1 matrix is :meth:`DownstreamSuite.design_matrix`.
+* ``wn_*``: WordNet lemma -> gloss text matching (``data/wordnet/wordnet_task.json``): R@1 and MRR.
+* ``txt_*``: emoji CLDR label -> keyword list (secondary, in-domain): R@1 and MRR.
+
+Every metric is in points (0-100) and is the mean of a per-query list returned beside it, so runs can
+be compared query by query (paired tests): per image ``emoji_i2t_mr = 100 (h1 + h5 + h10) / 3`` with
+h_K = [rank < K], per distinct caption ``emoji_t2i_mr``, per query ``img_r1 = 100 h1``, ``img_map =
+100 AP``, ``wn_mrr = 100 / (rank + 1)``, ... ``emoji_mr`` = mean of the means of ``emoji_i2t_mr``
+and ``emoji_t2i_mr`` (= rsum / 6). Ranks are pessimistic (ties broken negatives first), computed by
+:mod:`cookie_lib.metrics`.
+
+Frozen-encoder token features are cached exactly as for training (:func:`cookie_lib.features.split_features`);
+the text-only WordNet task has its own text-token cache keyed by the encoder config and the file's hash.
+:func:`frozen_baseline` scores the unimodal tasks with the pretrained encoders' pooled features,
+PCA-whitened on the pre-training set.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from ..config import Config, resolve_path
+from ..data import ImageRecord, load_karpathy, text_matching_set
+from ..evaluate import embed_split
+from ..features import SplitFeatures, encode_texts, split_features
+from ..metrics import cross_modal_pair_ranks, key_pairs, pair_average_precision, pair_ranks
+from ..model import TextEncoder, masked_mean
+from ..runtime import atomic_save
+
+KS = (1, 5, 10)
+TEXT_CACHE_VERSION = 1  # bump when the text cache layout changes
+
+__all__ = ["DownstreamSuite", "TextTask", "load_text_task", "text_task_features", "frozen_baseline",
+           "design_matrix_from_embeddings", "record_designs"]
+
+
+# ----------------------------------------------------------------------------- text-only tasks
+
+
+@dataclass
+class TextTask:
+    """A text -> text matching task: Q queries, C candidates, positives share a key.
+
+    texts: the distinct strings of queries and candidates (first-seen order); q_rows [Q] and c_rows [C]
+    index them; tokens [M, T, C_t] float16 and mask [M, T] bool are the frozen text encoder's states.
+    """
+    name: str
+    texts: list[str]
+    q_rows: torch.Tensor
+    q_keys: list[str]
+    c_rows: torch.Tensor
+    c_keys: list[str]
+    tokens: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+
+    @property
+    def num_queries(self) -> int:
+        return len(self.q_keys)
+
+
+def load_text_task(path: Path, name: str = "wordnet") -> TextTask:
+    """Read ``{"queries": [{"text", "key"}], "candidates": [{"text", "key"}]}`` and validate it.
+
+    Keys are compared as strings. Raises ValueError naming the file and the entry on a malformed file,
+    and when a query key has no candidate (its rank would be undefined).
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: text task file not found") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: top level must be an object with 'queries' and 'candidates'")
+    index: dict[str, int] = {}
+    rows, keys = {}, {}
+    for part in ("queries", "candidates"):
+        items = data.get(part)
+        if not isinstance(items, list) or not items:
+            raise ValueError(f"{path}: '{part}' must be a non-empty list")
+        rows[part], keys[part] = [], []
+        for i, it in enumerate(items):
+            text = it.get("text") if isinstance(it, dict) else None
+            key = it.get("key") if isinstance(it, dict) else None
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"{path}: {part}[{i}] 'text' must be a non-empty string, got {text!r}")
+            if not isinstance(key, (str, int)) or isinstance(key, bool):
+                raise ValueError(f"{path}: {part}[{i}] 'key' must be a string or int, got {key!r}")
+            rows[part].append(index.setdefault(text, len(index)))
+            keys[part].append(str(key))
+    orphans = [k for k in keys["queries"] if k not in set(keys["candidates"])]
+    if orphans:
+        raise ValueError(f"{path}: {len(orphans)} queries have no candidate with their key (e.g. {orphans[0]!r})")
+    return TextTask(name, list(index), torch.tensor(rows["queries"]), keys["queries"],
+                    torch.tensor(rows["candidates"]), keys["candidates"])
+
+
+def text_cache_key(cfg: Config, path: Path) -> str:
+    """Hash of the task file's bytes and the text-encoder settings that change the cached states."""
+    m = cfg.model
+    ident = dict(sha256=hashlib.sha256(Path(path).read_bytes()).hexdigest(), text=m.text_model,
+                 max_text_len=m.max_text_len, version=TEXT_CACHE_VERSION)
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def text_task_features(cfg: Config, path: Path, name: str = "wordnet", encoder: TextEncoder | None = None,
+                       progress: bool = True) -> TextTask:
+    """Load a text task with its frozen text-encoder token states, computing and caching them on first use.
+
+    The cache ``<cache_dir>/<name>-text-<key>.pt`` holds (texts, tokens [M, T, C_t] float16, mask [M, T])
+    and is written atomically. A cache that cannot be read or whose texts differ from the task file is
+    derived data: it is deleted with a warning and rebuilt.
+    """
+    path = Path(path)
+    task = load_text_task(path, name)
+    cache = resolve_path(cfg.data.cache_dir) / f"{name}-text-{text_cache_key(cfg, path)}.pt"
+    blob = None
+    if cache.exists():
+        try:
+            blob = torch.load(cache, weights_only=True)
+            problem = None if blob["texts"] == task.texts and blob["tokens"].shape[0] == len(task.texts) \
+                else "its texts do not match the task file"
+        except Exception as e:  # noqa: BLE001 - any failure to read derived data means: rebuild it
+            problem = f"unreadable ({type(e).__name__})"
+        if problem is not None:
+            warnings.warn(f"text cache {cache} is corrupt ({problem}); deleting and rebuilding it")
+            cache.unlink(missing_ok=True)
+            blob = None
+    if blob is None:
+        m = cfg.model
+        encoder = encoder or TextEncoder(m.text_model, "all", m.max_text_len)
+        tokens, mask = encode_texts(task.texts, encoder, progress=progress)
+        blob = dict(texts=task.texts, tokens=tokens, mask=mask)
+        atomic_save(blob, cache)
+    task.tokens, task.mask = blob["tokens"], blob["mask"]
+    return task
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def record_designs(json_path: Path, records: list[ImageRecord]) -> list[str]:
+    """The design (drawing style) of each record: the JSON's "design" field, else the image's folder name."""
+    data = json.loads(Path(json_path).read_text(encoding="utf-8"))
+    by_id = {img["imgid"]: img.get("design") for img in data["images"]}
+    return [by_id.get(r.imgid) or r.path.parent.name for r in records]
+
+
+def _caption_pairs(feats: SplitFeatures) -> torch.Tensor:
+    """(image, distinct caption row) pairs [2, P]: every caption of every image, each text row once per image."""
+    pairs = sorted({(i, c) for i, ids in enumerate(feats.caption_ids) for c in ids})
+    return torch.tensor(pairs, dtype=torch.long).T.reshape(2, -1)
+
+
+def _hits(ranks: torch.Tensor, k: int) -> torch.Tensor:
+    return 100.0 * (ranks < k).double()
+
+
+def _mean(x: torch.Tensor) -> float:
+    return float(x.double().mean())
+
+
+def _rank_metrics(ranks: torch.Tensor, prefix: str) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """R@1 and MRR (points) of a text-matching task and their per-query lists (hit x 100, 100 / (rank + 1))."""
+    r1, rr = _hits(ranks, 1), 100.0 / (ranks.double() + 1.0)
+    return {f"{prefix}_r1": _mean(r1), f"{prefix}_mrr": _mean(rr)}, {f"{prefix}_r1": r1.tolist(),
+                                                                     f"{prefix}_mrr": rr.tolist()}
+
+
+def _cross_modal(img: torch.Tensor, txt: torch.Tensor, feats: SplitFeatures, prefix: str):
+    """De-duplicated-gallery cross-modal retrieval from image [N, d] and distinct-caption [M, d] embeddings."""
+    i2t, t2i = cross_modal_pair_ranks(img, txt, _caption_pairs(feats))
+    out: dict[str, float] = {}
+    for name, ranks in (("i2t", i2t), ("t2i", t2i)):
+        for k in KS:
+            out[f"{prefix}_{name}_r{k}"] = _mean(_hits(ranks, k))
+    out[f"{prefix}_rsum"] = sum(out.values())
+    out[f"{prefix}_mr"] = out[f"{prefix}_rsum"] / 6
+    per = {f"{prefix}_{name}_mr": (sum(_hits(ranks, k) for k in KS) / len(KS)).tolist()
+           for name, ranks in (("i2t", i2t), ("t2i", t2i))}
+    return out, per
+
+
+def _image_retrieval(img: torch.Tensor, keys: list[str], classes: list[str] | None):
+    """Cross-design retrieval: positives = other images with the query's key, the query itself removed."""
+    n = img.shape[0]
+    self_pairs = torch.arange(n).repeat(2, 1)
+    ranks, has_pos = pair_ranks(img, img, key_pairs(keys, exclude_self=True), ignore=self_pairs)
+    if not bool(has_pos.any()):
+        raise ValueError("emoji test split: no concept has two designs; cross-design retrieval is undefined")
+    r1 = _hits(ranks[has_pos], 1)
+    out, per = {"img_r1": _mean(r1)}, {"img_r1": r1.tolist()}
+    if classes is not None:
+        ap, has_cls = pair_average_precision(img, img, key_pairs(classes, exclude_self=True), ignore=self_pairs)
+        ap = 100.0 * ap[has_cls]
+        out["img_map"], per["img_map"] = _mean(ap), ap.tolist()
+    return out, per
+
+
+def design_matrix_from_embeddings(img: torch.Tensor, concepts: list[str], designs: list[str]) -> pd.DataFrame:
+    """R@1 (points) of design-a queries against a gallery holding only design-b images.
+
+    Entry [a, b] (a != b): queries = design-a images whose concept is drawn in design b; gallery = all
+    design-b images; positive = the same concept. Diagonal and empty cells are NaN (within one design
+    the only same-concept image is the query itself). Rows: query design, columns: gallery design,
+    both sorted by name.
+    """
+    names = sorted(set(designs))
+    mat = pd.DataFrame(np.nan, index=pd.Index(names, name="query design"),
+                       columns=pd.Index(names, name="gallery design"))
+    idx = {d: [i for i, x in enumerate(designs) if x == d] for d in names}
+    for a in names:
+        for b in names:
+            if a == b:
+                continue
+            in_b = {concepts[j] for j in idx[b]}
+            q = [i for i in idx[a] if concepts[i] in in_b]
+            if not q:
+                continue
+            g = idx[b]
+            ranks, _ = pair_ranks(img[q], img[g], key_pairs([concepts[i] for i in q], [concepts[j] for j in g]))
+            mat.loc[a, b] = _mean(_hits(ranks, 1))
+    return mat
+
+
+@torch.no_grad()
+def _embed_texts(model, tokens: torch.Tensor, mask: torch.Tensor, device: torch.device,
+                 batch_size: int) -> torch.Tensor:
+    """model.embed_text over cached token states [M, T, C_t] in batches, padding trimmed per batch -> [M, d]."""
+    model.eval()
+    out = []
+    for rows in torch.arange(tokens.shape[0]).split(batch_size):
+        m = mask[rows]
+        t = max(int(m.sum(1).max()), 1)
+        out.append(model.embed_text(tokens[rows, :t].float().to(device), m[:, :t].to(device)).float().cpu())
+    return torch.cat(out)
+
+
+# ----------------------------------------------------------------------------- the suite
+
+
+class DownstreamSuite:
+    """The downstream tasks of one study, with their frozen-encoder features cached once.
+
+    Args:
+        cfg: the run config (encoder settings, ``data.cache_dir``, ``data.max_captions``).
+        emoji: Karpathy JSON of the emoji corpus (its ``split`` records are used), or None.
+        oca: Karpathy JSON of the Open Clip Art corpus, or None.
+        wordnet: WordNet task JSON ({"queries": [...], "candidates": [...]}), or None.
+        split: the split of both image corpora that is evaluated ("test").
+        encoders: optional (VisualEncoder, TextEncoder) for cache misses (else frozen ones from cfg).
+        batch_size: rows per forward pass of the model; progress: show the encoders' progress bars.
+    Every task is optional, so the committed fixture (emoji only) runs the suite.
+    """
+
+    def __init__(self, cfg: Config, emoji: str | Path | None = None, oca: str | Path | None = None,
+                 wordnet: str | Path | None = None, split: str = "test", encoders=None, batch_size: int = 512,
+                 progress: bool = True):
+        self.cfg, self.split, self.progress = cfg, split, progress
+        emoji_feats = self._image_task(emoji, encoders)
+        wn = None if wordnet is None else text_task_features(
+            cfg, resolve_path(wordnet), "wordnet", None if encoders is None else encoders[1], progress)
+        designs = None if emoji is None else record_designs(resolve_path(emoji), emoji_feats.records)
+        self._setup(emoji_feats, self._image_task(oca, encoders), wn, designs, batch_size)
+
+    @classmethod
+    def from_features(cls, emoji: SplitFeatures | None = None, oca: SplitFeatures | None = None,
+                      wordnet: TextTask | None = None, emoji_designs: list[str] | None = None,
+                      batch_size: int = 512) -> "DownstreamSuite":
+        """A suite over already-built features (tests, notebooks); designs default to the image folder names."""
+        suite = cls.__new__(cls)
+        suite.cfg, suite.split, suite.progress = None, "test", False
+        if emoji is not None and emoji_designs is None:
+            emoji_designs = [r.path.parent.name for r in emoji.records]
+        suite._setup(emoji, oca, wordnet, emoji_designs, batch_size)
+        return suite
+
+    def _setup(self, emoji, oca, wordnet, emoji_designs, batch_size) -> None:
+        if emoji is None and oca is None and wordnet is None:
+            raise ValueError("DownstreamSuite: no task given (pass emoji, oca and/or wordnet)")
+        if emoji is not None and len(emoji_designs) != len(emoji.records):
+            raise ValueError(f"emoji_designs: expected {len(emoji.records)} designs, got {len(emoji_designs)}")
+        self.emoji, self.oca, self.wordnet, self.batch_size = emoji, oca, wordnet, batch_size
+        self.emoji_designs = emoji_designs
+        self.emoji_text_task = None if emoji is None else self._label_keywords(emoji)
+
+    def _image_task(self, path, encoders) -> SplitFeatures | None:
+        if path is None:
+            return None
+        path = resolve_path(path)
+        corpus = load_karpathy(path, max_captions=self.cfg.data.max_captions)
+        return split_features(self.cfg, corpus.split(self.split), self.split, 1, path, encoders,
+                              progress=self.progress)
+
+    @staticmethod
+    def _label_keywords(feats: SplitFeatures) -> tuple[torch.Tensor, list[str], torch.Tensor, list[str]] | None:
+        """Rows of feats.texts for the CLDR label -> keywords task (None when the corpus has no such kinds)."""
+        try:
+            q_texts, q_keys, c_texts, c_keys = text_matching_set(feats.records)
+        except ValueError as e:
+            warnings.warn(f"emoji corpus has no label -> keywords task ({e}); txt_* metrics are skipped")
+            return None
+        row = {t: i for i, t in enumerate(feats.texts)}  # both come from the same (truncated) captions
+        return (torch.tensor([row[t] for t in q_texts]), q_keys, torch.tensor([row[t] for t in c_texts]), c_keys)
+
+    def sizes(self) -> dict[str, int]:
+        """Query/gallery counts of every task (for data cards and the >= 5,000 WordNet queries check)."""
+        out = {}
+        for name, f in (("emoji", self.emoji), ("oca", self.oca)):
+            if f is not None:
+                out[f"{name}_images"], out[f"{name}_distinct_captions"] = len(f.records), len(f.texts)
+        if self.wordnet is not None:
+            out["wn_queries"], out["wn_candidates"] = self.wordnet.num_queries, len(self.wordnet.c_keys)
+        if self.emoji_text_task is not None:
+            out["txt_queries"] = len(self.emoji_text_task[1])
+        return out
+
+    # -- embeddings
+
+    def embed(self, model, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        """L2-normalised embeddings of every task: {emoji_img [N, d], emoji_txt [M, d], oca_*, wn_txt}."""
+        device = torch.device(device)
+        emb = {}
+        for name, feats in (("emoji", self.emoji), ("oca", self.oca)):
+            if feats is not None:
+                emb[f"{name}_img"], emb[f"{name}_txt"] = embed_split(model, feats, device, batch_size=self.batch_size)
+        if self.wordnet is not None:
+            emb["wn_txt"] = _embed_texts(model, self.wordnet.tokens, self.wordnet.mask, device, self.batch_size)
+        return emb
+
+    def score(self, emb: dict[str, torch.Tensor], cross_modal: bool = True
+              ) -> tuple[dict[str, float], dict[str, list[float]]]:
+        """All metrics and per-query lists from embeddings laid out as :meth:`embed` returns them.
+
+        ``cross_modal=False`` scores only the unimodal tasks (image and text spaces need not be shared).
+        """
+        metrics: dict[str, float] = {}
+        per: dict[str, list[float]] = {}
+
+        def add(result):
+            metrics.update(result[0])
+            per.update(result[1])
+
+        if cross_modal:
+            for name, feats in (("emoji", self.emoji), ("oca", self.oca)):
+                if feats is not None:
+                    add(_cross_modal(emb[f"{name}_img"], emb[f"{name}_txt"], feats, name))
+        if self.emoji is not None:
+            recs = self.emoji.records
+            classes = [r.subgroup for r in recs] if all(r.subgroup for r in recs) else None
+            add(_image_retrieval(emb["emoji_img"], [r.key for r in recs], classes))
+            if self.emoji_text_task is not None:
+                q_rows, q_keys, c_rows, c_keys = self.emoji_text_task
+                txt = emb["emoji_txt"]
+                ranks, _ = pair_ranks(txt[q_rows], txt[c_rows], key_pairs(q_keys, c_keys))
+                add(_rank_metrics(ranks, "txt"))
+        if self.wordnet is not None:
+            t, wn = emb["wn_txt"], self.wordnet
+            ranks, _ = pair_ranks(t[wn.q_rows], t[wn.c_rows], key_pairs(wn.q_keys, wn.c_keys))
+            add(_rank_metrics(ranks, "wn"))
+        return metrics, per
+
+    def evaluate(self, model, device: torch.device | str = "cpu"
+                 ) -> tuple[dict[str, float], dict[str, list[float]]]:
+        """Zero-shot downstream metrics (points) and per-query lists of ``model`` (a CookieModel)."""
+        return self.score(self.embed(model, device))
+
+    def design_matrix(self, model, device: torch.device | str = "cpu", emb: dict | None = None) -> pd.DataFrame:
+        """Design-by-design cross-design R@1 on the emoji test split (see :func:`design_matrix_from_embeddings`)."""
+        if self.emoji is None:
+            raise ValueError("design_matrix needs the emoji task")
+        img = (emb or self.embed(model, device))["emoji_img"]
+        return design_matrix_from_embeddings(img, [r.key for r in self.emoji.records], self.emoji_designs)
+
+
+# ----------------------------------------------------------------------------- frozen baseline
+
+
+def pooled_image_features(feats: SplitFeatures) -> torch.Tensor:
+    """Mean over the frozen CNN's grid tokens of the un-augmented view: [N, C_v] float32."""
+    return feats.image_tokens[0].float().mean(1)
+
+
+def pooled_text_features(tokens: torch.Tensor, mask: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    """Masked mean of the frozen text encoder's token states [M, T, C_t] -> [M, C_t] float32 (batched: the
+    float32 copy of a large cache would not fit in memory at once)."""
+    return torch.cat([masked_mean(tokens[r].float(), mask[r]) for r in torch.arange(tokens.shape[0]).split(batch_size)])
+
+
+def _whitener(fit: torch.Tensor, dim: int, what: str):
+    """sklearn PCA(n_components=dim, whiten=True) fit on ``fit`` [n, C]; capped at min(n, C) with a warning."""
+    from sklearn.decomposition import PCA
+
+    n_comp = min(dim, *fit.shape)
+    if n_comp < dim:
+        warnings.warn(f"frozen baseline: {what} PCA uses {n_comp} components, not dim={dim} "
+                      f"(only {fit.shape[0]} samples of width {fit.shape[1]} in the pre-training set)")
+    pca = PCA(n_components=n_comp, whiten=True, random_state=0).fit(fit.double().numpy())
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(torch.from_numpy(pca.transform(x.double().numpy())).float(), dim=-1)
+
+    apply.pca = pca
+    return apply
+
+
+def frozen_baseline(suite: DownstreamSuite, pretrain_feats: SplitFeatures, dim: int
+                    ) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Unimodal tasks (img_*, wn_*, txt_*) with the frozen encoders' pooled features, PCA-whitened.
+
+    Image: z = mean_t tokens[t] of the frozen CNN grid; text: z = masked mean of the MiniLM states.
+    Each modality gets its own PCA(n_components = dim, the model width, whiten=True), fit on the
+    pre-training set's features only (``pretrain_feats``: its train split, view 0 of every image and
+    every distinct caption), then e = W (z - mu) / ||W (z - mu)||, so the baseline gets the same
+    width and a linear map, as a trained model does. Returns (metrics, per-query lists) as
+    :meth:`DownstreamSuite.evaluate`, without cross-modal metrics (the two spaces are unrelated).
+    """
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise ValueError(f"dim: expected a positive int (the model width), got {dim!r}")
+    img_w = _whitener(pooled_image_features(pretrain_feats), dim, "image")
+    txt_w = _whitener(pooled_text_features(pretrain_feats.text_tokens, pretrain_feats.text_mask), dim, "text")
+    emb = {}
+    if suite.emoji is not None:
+        emb["emoji_img"] = img_w(pooled_image_features(suite.emoji))
+        emb["emoji_txt"] = txt_w(pooled_text_features(suite.emoji.text_tokens, suite.emoji.text_mask))
+    if suite.wordnet is not None:
+        emb["wn_txt"] = txt_w(pooled_text_features(suite.wordnet.tokens, suite.wordnet.mask))
+    return suite.score(emb, cross_modal=False)

@@ -1,0 +1,249 @@
+"""The replication grid: model variants x seeds, each trained once and evaluated on the test split.
+
+Tables and the report are in :mod:`cookie_lib.study.report`; the claims' verdicts in
+:mod:`cookie_lib.study.verdicts`.
+
+A finished run leaves ``runs/<profile>/<variant>/seed<k>/result.json`` (written atomically, holding its
+config); ``run_grid`` loads such a run instead of retraining it when the config matches, and resumes an
+interrupted one from its checkpoint, so rerunning the notebooks or ``run_all.sh`` redoes only what is
+missing.
+
+    from cookie_lib.study.grid import run_grid, LOSS_ABLATION
+    df = run_grid("default", LOSS_ABLATION, seeds=[0, 1, 2])
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ..config import Config, load_config, resolve_path
+from ..data import KarpathyCorpus
+from ..features import CACHE_SEED, SplitFeatures, encode_images, split_features
+from ..model import VisualEncoder
+from ..runtime import atomic_write_json, manifest
+from ..train import Trainer, load_corpus
+from .downstream import DownstreamSuite, frozen_baseline
+from .profile import load_run_profile
+
+# Each variant is a set of dotted overrides of the profile; "cookie" is the full model (shared L=2 head,
+# three losses). PRIMARY variants enter the pre-registered contrasts (docs/preregistration.yaml) and run
+# with the profile's ``seeds`` (>= 5); SECONDARY ones are exploratory sweeps run with ``secondary_seeds``.
+VARIANTS: dict[str, dict] = {
+    "cookie": {},
+    "cross_modal_only": {"loss.visual": 0.0, "loss.textual": 0.0},  # a CLIP-style dual encoder with a head
+    "no_visual": {"loss.visual": 0.0},
+    "no_textual": {"loss.textual": 0.0},
+    "separate_1": {"model.shared": False, "model.depth": 1},  # two 1-layer stacks: as many head parameters as cookie
+    "separate_2": {"model.shared": False},  # two 2-layer stacks: the same compute per embedding as cookie
+    "depth_0": {"model.depth": 0},  # projections + final LayerNorm + pooling only
+    "depth_4": {"model.depth": 4},
+    "visual_concept": {"loss.visual_positives": "concept"},  # the labelled ablation: same-concept images as positives
+}
+PRIMARY = ["cookie", "cross_modal_only", "no_visual", "no_textual", "separate_1", "separate_2"]
+SECONDARY = ["depth_0", "depth_4", "visual_concept"]
+LOSS_ABLATION = ["cookie", "cross_modal_only", "no_visual", "no_textual", "visual_concept"]
+HEAD_ABLATION = ["cookie", "separate_1", "separate_2", "depth_0", "depth_4"]
+DEPTH = {"depth_0": 0, "cookie": 2, "depth_4": 4}
+FROZEN = "frozen"  # pseudo-variant: the pretrained encoders' pooled, PCA-whitened features (unimodal tasks only)
+
+
+def run_dir(profile: str, variant: str, seed: int | None, runs_root: str | Path = "runs") -> Path:
+    leaf = variant if seed is None else Path(variant) / f"seed{seed}"
+    return resolve_path(runs_root) / Path(profile).stem / leaf
+
+
+def variant_config(profile: str, variant: str, seed: int, extra: dict | None = None) -> Config:
+    if variant not in VARIANTS:
+        raise KeyError(f"unknown variant {variant!r}; choose from {list(VARIANTS)}")
+    return load_config(profile, {**VARIANTS[variant], **(extra or {}), "train.seed": seed})
+
+
+_SUITES: dict[str, DownstreamSuite] = {}
+
+
+def downstream_suite(profile: str, cfg: Config, progress: bool = True) -> DownstreamSuite:
+    """The profile's downstream tasks (emoji test, Open Clip Art test, WordNet), built once per process.
+
+    Only the encoder settings and the cache folder decide the cached features, so every variant of a
+    profile shares one suite."""
+    run = load_run_profile(profile)
+    m = cfg.model
+    key = json.dumps([str(run.path), m.visual_backbone, m.visual_weights, m.visual_layer, m.image_size, m.text_model,
+                      m.max_text_len, cfg.data.cache_dir, cfg.data.max_captions])
+    if key not in _SUITES:
+        paths = {name: getattr(run, f"downstream_{name}") or None for name in ("emoji", "oca", "wordnet")}
+        _SUITES[key] = DownstreamSuite(cfg, **paths, progress=progress)
+    return _SUITES[key]
+
+
+def run_one(profile: str, variant: str, seed: int, corpus: KarpathyCorpus | None = None,
+            extra: dict | None = None, runs_root: str | Path = "runs", progress: bool = True) -> dict:
+    """Pre-train one (variant, seed), then evaluate it zero-shot on the downstream tasks; reuse a finished
+    run with the same config. result.json holds the metrics (``test``), the per-query values the
+    statistics resample (``per_query``), the per-epoch validation curve and the loss history."""
+    cfg = variant_config(profile, variant, seed, extra)
+    out = run_dir(profile, variant, seed, runs_root)
+    done = out / "result.json"
+    if done.exists():
+        result = json.loads(done.read_text())
+        if result.get("config") == cfg.to_dict():
+            return result
+    trainer = Trainer(cfg, out, progress=progress, corpus=corpus)
+    state = trainer.run(resume=True)
+    metrics, per_query = downstream_suite(profile, cfg, progress).evaluate(trainer.model, trainer.device)
+    result = manifest(cfg.to_dict(), variant=variant, seed=seed, test=metrics, per_query=per_query,
+                      val_epochs=state.epochs, history=state.history,
+                      train_seconds=sum(e["seconds"] for e in state.epochs))
+    atomic_write_json(result, done)
+    return result
+
+
+def frozen_run(profile: str, extra: dict | None = None, runs_root: str | Path = "runs") -> dict:
+    """The frozen-encoder baseline as a seedless run (deterministic): unimodal downstream metrics of the
+    pretrained encoders' pooled features, PCA-whitened on the pre-training set (see
+    :func:`cookie_lib.study.downstream.frozen_baseline`). Written to ``runs/<profile>/frozen/result.json``."""
+    cfg = load_config(profile, extra)
+    done = run_dir(profile, FROZEN, None, runs_root) / "result.json"
+    if done.exists() and json.loads(done.read_text()).get("config") == cfg.to_dict():
+        return json.loads(done.read_text())
+    corpus = load_corpus(cfg)
+    pretrain = split_features(cfg, corpus.split("train"), "train", cfg.train.num_views, resolve_path(cfg.data.dataset))
+    suite = downstream_suite(profile, cfg)
+    if cfg.model.visual_layer != "all":
+        # The trained models read an earlier feature map (more tokens); the pretrained CNN's own representation is
+        # its last feature map, globally pooled. The baseline gets that one, at the same input size.
+        pretrain, suite = _whole_network_images(cfg, pretrain), copy.copy(suite)
+        suite.emoji = suite.emoji and _whole_network_images(cfg, suite.emoji)
+    metrics, per_query = frozen_baseline(suite, pretrain, cfg.model.dim)
+    result = manifest(cfg.to_dict(), variant=FROZEN, seed=None, test=metrics, per_query=per_query, train_seconds=0.0)
+    atomic_write_json(result, done)
+    return result
+
+
+def _whole_network_images(cfg: Config, feats: SplitFeatures) -> SplitFeatures:
+    """``feats`` with its image tokens replaced by view 0 of the whole frozen CNN ([1, N, T, C_v])."""
+    m = cfg.model
+    encoder = VisualEncoder(m.visual_backbone, m.visual_weights, "all", "all")
+    tokens = encode_images(feats.records, encoder, m.image_size, 1, CACHE_SEED, desc="frozen baseline images")
+    return dataclasses.replace(feats, image_tokens=tokens)
+
+
+def profile_workers(profile: str) -> int:
+    """The profile's validated run-level ``workers`` key (parallel runs; default 1)."""
+    return load_run_profile(profile).workers
+
+
+def _run_in_subprocess(profile: str, variant: str, seed: int, extra: dict | None, runs_root) -> dict:
+    """Train one run in a fresh single-threaded process (``python -m cookie_lib.study.grid one``)."""
+    cmd = [sys.executable, "-m", "cookie_lib.study.grid", "one", "--profile", str(profile), "--variant", variant,
+           "--seed", str(seed), "--runs-root", str(runs_root), "--extra", json.dumps(extra or {})]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"run {variant} seed {seed} failed:\n{proc.stderr[-3000:]}")
+    return json.loads((run_dir(profile, variant, seed, runs_root) / "result.json").read_text())
+
+
+def run_grid(profile: str, variants: list[str], seeds: list[int], extra: dict | None = None,
+             runs_root: str | Path = "runs", progress: bool = True, workers: int | None = None) -> pd.DataFrame:
+    """Run (or load) every variant x seed; one row per run (see :func:`results_frame`).
+
+    ``workers`` > 1 trains that many runs at once, each in its own single-threaded process (default: the
+    profile's ``workers`` key). On 2 small cores two 1-thread runs do more work per second than one
+    2-thread run, whose threads mostly wait on each other for these small matrices. A run's result
+    does not depend on how it was launched.
+    """
+    return results_frame(_run_jobs(profile, [(v, s) for v in variants for s in seeds], extra, runs_root, progress,
+                                   workers))
+
+
+def _run_jobs(profile, jobs, extra, runs_root, progress, workers) -> list[dict]:
+    workers = workers or profile_workers(profile)
+    cfg = load_config(profile, extra)
+    corpus = load_corpus(cfg)  # validated once for the whole grid
+    todo = [(v, s) for v, s in jobs if not _finished(profile, v, s, extra, runs_root)]
+    if workers > 1 and len(todo) > 1:
+        # the feature caches are built once, here, before the workers would race to build them
+        split_features_for(profile, extra, corpus)
+        downstream_suite(profile, cfg, progress)
+        with ThreadPoolExecutor(workers) as pool:  # threads only wait on the training subprocesses
+            futures = [pool.submit(_run_in_subprocess, profile, v, s, extra, runs_root) for v, s in todo]
+            for f in tqdm(futures, desc=f"runs ({workers} at a time)", disable=not progress):
+                f.result()
+    return [run_one(profile, v, s, corpus, extra, runs_root, progress) for v, s in jobs]
+
+
+def _finished(profile, variant, seed, extra, runs_root) -> bool:
+    done = run_dir(profile, variant, seed, runs_root) / "result.json"
+    return done.exists() and json.loads(done.read_text()).get("config") == \
+        variant_config(profile, variant, seed, extra).to_dict()
+
+
+def run_study(profile: str, runs_root: str | Path = "runs", progress: bool = True) -> pd.DataFrame:
+    """The whole pre-registered study of a profile: PRIMARY x ``seeds``, SECONDARY x ``secondary_seeds``
+    and the frozen baseline, as one frame (runs already finished are loaded, not retrained)."""
+    run = load_run_profile(profile)
+    jobs = [(v, s) for v in PRIMARY for s in run.seeds] + [(v, s) for v in SECONDARY for s in run.secondary_seeds]
+    results = _run_jobs(profile, jobs, None, runs_root, progress, None)
+    return results_frame(results + [frozen_run(profile, runs_root=runs_root)])
+
+
+def split_features_for(profile: str, extra: dict | None, corpus: KarpathyCorpus) -> None:
+    """Make sure the cached train/val features of a profile exist (computing them if needed)."""
+    cfg = load_config(profile, extra)
+    dataset = resolve_path(cfg.data.dataset)
+    for split, views in (("train", cfg.train.num_views), ("val", 1)):
+        split_features(cfg, corpus.split(split), split, views, dataset)
+
+
+def load_results(profile: str, runs_root: str | Path = "runs") -> pd.DataFrame:
+    """Every finished run of a profile (from result.json files) as one row per run."""
+    root = resolve_path(runs_root) / Path(profile).stem
+    paths = sorted(root.glob("*/seed*/result.json")) + sorted(root.glob(f"{FROZEN}/result.json"))
+    return results_frame([json.loads(p.read_text()) for p in paths])
+
+
+def results_frame(results: list[dict]) -> pd.DataFrame:
+    """One row per run: ``variant``, ``seed`` (None for the frozen baseline), ``train_seconds``, the test
+    metrics, and ``per_query`` (a dict of per-query lists, what :mod:`cookie_lib.study.verdicts` resamples)."""
+    return pd.DataFrame([{"variant": r["variant"], "seed": r["seed"], "train_seconds": r["train_seconds"],
+                          **r["test"], "per_query": r.get("per_query", {})} for r in results])
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Run the replication study, or one (variant, seed) of it.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("study", help="every pre-registered run of a profile + the frozen baseline")
+    s.add_argument("--profile", required=True)
+    s.add_argument("--runs-root", default="runs")
+    s.add_argument("--no-progress", action="store_true")
+    o = sub.add_parser("one", help="train and test one (variant, seed)")
+    o.add_argument("--profile", required=True)
+    o.add_argument("--variant", required=True, choices=list(VARIANTS))
+    o.add_argument("--seed", type=int, required=True)
+    o.add_argument("--runs-root", default="runs")
+    o.add_argument("--extra", default="{}", help="JSON object of dotted config overrides")
+    a = p.parse_args(argv)
+    if a.cmd == "study":
+        df = run_study(a.profile, a.runs_root, progress=not a.no_progress)
+        print(df.drop(columns="per_query").groupby("variant", sort=False).mean(numeric_only=True).round(2).to_string())
+        return
+    extra = json.loads(a.extra)
+    corpus = load_corpus(load_config(a.profile, {**extra, "data.validate": False}))  # the parent validated it
+    r = run_one(a.profile, a.variant, a.seed, corpus, extra or None, a.runs_root, progress=False)
+    print(json.dumps({"variant": a.variant, "seed": a.seed, "emoji_mr": r["test"].get("emoji_mr")}))
+
+
+if __name__ == "__main__":
+    from ..runtime import cli  # error: <message>, exit 2 for user errors
+    cli(main)

@@ -1,0 +1,169 @@
+"""An offline HTML rendering of the executed notebooks, with a contents page.
+
+    python scripts/build_report.py results/notebooks --out results/report
+
+Each executed ``*.ipynb`` becomes ``NAME.html`` through nbconvert's HTMLExporter (the "lab" template,
+whose CSS is inlined), and ``index.html`` links them in file order. The pages load nothing from the
+network: the template blocks that would pull require.js, MathJax, Mermaid or the widget manager from a
+CDN are emptied (maths then shows as its TeX source), figures are already base64 PNGs inside the
+notebooks, and the build fails if any external script or stylesheet is left. The report folder is built
+in a temporary folder beside ``out`` and then swapped in, so an interrupted build never leaves half a report.
+"""
+from __future__ import annotations
+
+import argparse
+import html
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+
+# Extends the lab template and empties the blocks that reference a CDN (see module docstring).
+OFFLINE_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js -%}{%- endblock html_head_js -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{% block jupyter_widgets %}{% endblock jupyter_widgets %}
+"""
+# a <script src=...>, <link href=...> or CSS @import that would be fetched from the network
+EXTERNAL = re.compile(r"""<script[^>]*\ssrc\s*=\s*["']?(?:https?:)?//|<link[^>]*\shref\s*=\s*["']?(?:https?:)?//|"""
+                      r"""@import\s+(?:url\()?["']?(?:https?:)?//|import\(\s*["'](?:https?:)?//""", re.IGNORECASE)
+
+
+@dataclass
+class Page:
+    notebook: Path
+    html: str  # file name inside the report folder
+    title: str
+    code_cells: int
+    figures: int
+
+
+def offline_exporter():
+    """An nbconvert HTMLExporter (lab template) that references no external URL."""
+    from jinja2 import DictLoader
+    from nbconvert import HTMLExporter
+
+    return HTMLExporter(template_name="lab", template_file="cookie_offline.html.j2",
+                        extra_loaders=[DictLoader({"cookie_offline.html.j2": OFFLINE_TEMPLATE})],
+                        embed_images=True, exclude_anchor_links=True)
+
+
+def is_executed(nb) -> bool:
+    """True when some code cell carries an execution count or outputs (papermill/nbclient ran it)."""
+    return any(c.cell_type == "code" and (c.get("execution_count") or c.get("outputs")) for c in nb.cells)
+
+
+def notebook_title(nb, fallback: str) -> str:
+    """The first Markdown heading of the notebook, without the leading #'s; else ``fallback``."""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.lstrip().startswith("#"):
+                    return line.lstrip("# ").strip() or fallback
+    return fallback
+
+
+def external_references(text: str) -> list[str]:
+    """Snippets of ``text`` that would load a script/stylesheet over the network (should be [])."""
+    return [text[max(0, m.start() - 20):m.end() + 60] for m in EXTERNAL.finditer(text)]
+
+
+def _index_html(pages: list[Page], title: str, skipped: list[Path]) -> str:
+    rows = "\n".join(
+        f'<li><a href="{html.escape(p.html)}">{html.escape(p.title)}</a> '
+        f'<span class="meta">{html.escape(p.notebook.name)} &middot; {p.code_cells} code cells &middot; '
+        f'{p.figures} figures</span></li>' for p in pages)
+    note = ("<p class=\"meta\">Not executed, so not rendered: "
+            + ", ".join(html.escape(s.name) for s in skipped) + "</p>") if skipped else ""
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 52em; margin: 2em auto; padding: 0 1em; line-height: 1.5; }}
+li {{ margin: 0.5em 0; }} .meta {{ color: #666; font-size: 0.9em; }}
+</style></head>
+<body><h1>{html.escape(title)}</h1>
+<p>The project's notebooks as executed, with their outputs. These pages need no network.</p>
+<ol>
+{rows}
+</ol>
+{note}
+</body></html>
+"""
+
+
+def build_report(notebook_dir: str | Path, out_dir: str | Path, title: str = "cookie: executed notebooks") -> list[Page]:
+    """Render every executed notebook of ``notebook_dir`` to ``out_dir/NAME.html`` plus ``out_dir/index.html``.
+
+    Notebooks without any execution are skipped (listed on the contents page). Raises FileNotFoundError
+    when the folder is missing or holds no executed notebook, and RuntimeError naming the page if a
+    rendered page would still load something from the network. ``out_dir`` is replaced as a whole.
+    """
+    src = Path(notebook_dir)
+    if not src.is_dir():
+        raise FileNotFoundError(f"notebook folder {src} does not exist")
+    notebooks = sorted(src.glob("*.ipynb"))
+    out = Path(out_dir)
+    exporter = offline_exporter()
+    pages, skipped = [], []
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        for path in notebooks:
+            nb = nbformat.read(path, as_version=4)
+            if not is_executed(nb):
+                skipped.append(path)
+                continue
+            body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": path.stem}})
+            bad = external_references(body)
+            if bad:
+                raise RuntimeError(f"{path.name}: the rendered page would load from the network: {bad[0]!r}")
+            name = f"{path.stem}.html"
+            (tmp / name).write_text(body, encoding="utf-8")
+            figures = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code"
+                          for o in c.get("outputs", []))
+            pages.append(Page(path, name, notebook_title(nb, path.stem),
+                              sum(c.cell_type == "code" for c in nb.cells), figures))
+        if not pages:
+            raise FileNotFoundError(f"no executed notebook in {src} ({len(notebooks)} *.ipynb, none with outputs)")
+        (tmp / "index.html").write_text(_index_html(pages, title, skipped), encoding="utf-8")
+        tmp.chmod(0o755)  # mkdtemp makes the folder private; a report is meant to be read
+        # swap the finished folder in: the old report stays whole until the new one is complete
+        old = None
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            out.rename(old)
+        tmp.rename(out)
+        if old is not None:
+            shutil.rmtree(old)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return pages
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="scripts/build_report.py", description="Render executed notebooks to offline HTML.")
+    p.add_argument("notebooks", nargs="?", default="results/notebooks", help="folder of executed *.ipynb")
+    p.add_argument("--out", default="results/report", help="report folder (replaced as a whole)")
+    p.add_argument("--title", default="cookie: executed notebooks")
+    a = p.parse_args(argv)
+    try:
+        pages = build_report(a.notebooks, a.out, a.title)
+    except (FileNotFoundError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for page in pages:
+        print(f"{page.notebook} -> {Path(a.out) / page.html}")
+    print(f"contents: {Path(a.out) / 'index.html'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""Pictures of what a model retrieves, and of its shared embedding space (issue 15).
+
+Everything takes embeddings and records, not runs, so a notebook can call it on any model::
+
+    from cookie_lib.evaluate import embed_split, load_run
+    run = load_run("runs/cookie-s0"); img, txt = embed_split(run.model, feats, device)
+    g = Gallery.from_features(feats)
+    fig = text_to_image_figure({"COOKIE": (img, txt), "CLIP-style": (img2, txt2)}, g, g.pick_text_queries(4))
+    save_figure(fig, "results/fig_qualitative_t2i.png")
+
+Shapes: image embeddings [N, d] (one per record, row order of ``records``), text embeddings [M, d] (one per
+distinct caption text, row order of ``texts``), all L2-normalised so the score is the cosine <q, g>. A hit
+is a result with the query's key (same concept: another design of it, or one of its captions).
+"""
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from ..data import ImageRecord
+from ..features import load_image
+
+HIT, MISS = "#1a9850", "#d73027"
+
+
+@dataclass
+class Gallery:
+    """A test split as retrieval sees it: records [N], distinct caption texts [M] and the key of each text."""
+    records: list[ImageRecord]
+    texts: list[str]
+    text_keys: list[str]
+
+    @classmethod
+    def from_features(cls, feats) -> "Gallery":
+        """From a :class:`cookie_lib.features.SplitFeatures` (texts and caption_ids give each text's key)."""
+        keys: dict[int, str] = {}
+        for r, ids in zip(feats.records, feats.caption_ids):
+            for i in ids:
+                keys.setdefault(i, r.key)
+        return cls(list(feats.records), list(feats.texts), [keys[i] for i in range(len(feats.texts))])
+
+    @property
+    def image_keys(self) -> list[str]:
+        return [r.key for r in self.records]
+
+    def pick_text_queries(self, n: int, seed: int = 0, kind: str | None = "cldr_label") -> list[int]:
+        """Rows of ``texts`` for ``n`` distinct concepts (seeded); ``kind`` prefers one caption kind (e.g. the
+        human-written CLDR label) when the records carry kinds."""
+        kind_of = {c: k for r in self.records for c, k in zip(r.captions, r.caption_kinds)}
+        rows = [i for i, t in enumerate(self.texts) if kind is None or kind_of.get(t) == kind] or list(range(len(self.texts)))
+        rng = np.random.default_rng(seed)
+        out, seen = [], set()
+        for i in rng.permutation(rows).tolist():
+            if self.text_keys[i] not in seen:
+                seen.add(self.text_keys[i])
+                out.append(i)
+            if len(out) == n:
+                break
+        return out
+
+    def pick_image_queries(self, n: int, seed: int = 0) -> list[int]:
+        """Indices of ``n`` records of distinct concepts (seeded)."""
+        rng = np.random.default_rng(seed + 1)
+        out, seen = [], set()
+        for i in rng.permutation(len(self.records)).tolist():
+            if self.records[i].key not in seen:
+                seen.add(self.records[i].key)
+                out.append(i)
+            if len(out) == n:
+                break
+        return out
+
+
+def top_k(query: torch.Tensor, gallery: torch.Tensor, k: int) -> tuple[list[int], list[float]]:
+    """Indices and cosines of the ``k`` best rows of ``gallery`` [G, d] for ``query`` [d] (descending)."""
+    top = torch.topk(gallery.float() @ query.float(), min(k, len(gallery)))
+    return top.indices.tolist(), top.values.tolist()
+
+
+def _image_cell(ax, record: ImageRecord, title: str, colour: str | None) -> None:
+    ax.imshow(load_image(record.path))
+    ax.set_xticks([]), ax.set_yticks([])
+    ax.set_title(title, fontsize=7)
+    if colour is not None:  # a thick frame: green = same concept as the query, red = another concept
+        for side in ax.spines.values():
+            side.set_edgecolor(colour)
+            side.set_linewidth(3)
+
+
+def text_to_image_figure(models: dict[str, tuple[torch.Tensor, torch.Tensor]], gallery: Gallery,
+                         queries: list[int], k: int = 5):
+    """Rows: each text query x each model; columns: its top ``k`` images, framed green (hit) or red.
+
+    ``models`` maps a name to (image emb [N, d], text emb [M, d]) of the same gallery; ``queries`` are rows
+    of ``gallery.texts``. Only models with a shared image-text space belong here (not frozen encoders).
+    """
+    names = list(models)
+    rows = len(queries) * len(names)
+    fig, axes = plt.subplots(rows, k + 1, figsize=(1.5 * (k + 1) + 1.5, 1.55 * rows), squeeze=False,
+                             gridspec_kw={"width_ratios": [2.2] + [1] * k})
+    for qi, q in enumerate(queries):
+        for mi, name in enumerate(names):
+            img, txt = models[name]
+            idx, scores = top_k(txt[q], img, k)
+            r = qi * len(names) + mi
+            label = axes[r, 0]
+            label.axis("off")
+            head = textwrap.fill(gallery.texts[q], 26) if mi == 0 else ""
+            label.text(0, 0.5, f"{head}\n[{name}]", va="center", fontsize=8, wrap=True)
+            for c, (i, s) in enumerate(zip(idx, scores), 1):
+                rec = gallery.records[i]
+                hit = rec.key == gallery.text_keys[q]
+                _image_cell(axes[r, c], rec, f"#{c} {s:.2f}", HIT if hit else MISS)
+            for c in range(len(idx) + 1, k + 1):
+                axes[r, c].axis("off")
+    fig.suptitle(f"text -> image, top {k} (green frame = same concept as the query)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def image_to_text_figure(models: dict[str, tuple[torch.Tensor, torch.Tensor]], gallery: Gallery,
+                         queries: list[int], k: int = 5, width: int = 34):
+    """Rows: image queries; columns: the query image, then per model its top ``k`` captions marked
+    with a check (same concept) or a cross, coloured the same way. Shapes as in :func:`text_to_image_figure`."""
+    names = list(models)
+    fig, axes = plt.subplots(len(queries), len(names) + 1, figsize=(1.8 + 3.6 * len(names), 1.7 * len(queries)),
+                             squeeze=False, gridspec_kw={"width_ratios": [0.6] + [1] * len(names)})
+    for r, q in enumerate(queries):
+        rec = gallery.records[q]
+        _image_cell(axes[r, 0], rec, textwrap.shorten(rec.key, 18), None)
+        for c, name in enumerate(names, 1):
+            img, txt = models[name]
+            idx, scores = top_k(img[q], txt, k)
+            ax = axes[r, c]
+            ax.axis("off")
+            if r == 0:
+                ax.set_title(name, fontsize=9)
+            for j, (i, s) in enumerate(zip(idx, scores)):
+                hit = gallery.text_keys[i] == rec.key
+                ax.text(0, 1 - (j + 0.5) / k, f"{'✓' if hit else '✗'} {s:.2f} " + textwrap.shorten(gallery.texts[i], width),
+                        va="center", fontsize=7.5, color=HIT if hit else MISS, family="DejaVu Sans")
+    fig.suptitle(f"image -> text, top {k} captions (✓ = a caption of the query's concept)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- the shared space
+def matched_pairs(gallery: Gallery) -> tuple[list[int], list[int]]:
+    """(image index, text row) for every caption of every image: the positives of the cross-modal loss."""
+    row = {t: i for i, t in enumerate(gallery.texts)}
+    pairs = [(n, row[c]) for n, r in enumerate(gallery.records) for c in r.captions if c in row]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def modality_gap(img: torch.Tensor, txt: torch.Tensor, img_idx: list[int], txt_idx: list[int]) -> dict[str, float]:
+    """How far apart the two modalities sit in the shared space (Liang et al. 2022's "modality gap").
+
+    img [N, d], txt [M, d] are unit-normalised; (img_idx[p], txt_idx[p]) are matched pairs.
+        gap            = || mean_i img_i - mean_j txt_j ||_2          (distance between the centroids)
+        matched_cos    = mean_p <img_{a_p}, txt_{b_p}>                 (matched image-caption pairs)
+        unmatched_cos  = mean over all image-text pairs <img_i, txt_j> (the baseline a matched pair beats)
+        intra_img_cos / intra_txt_cos = mean cosine between distinct points of one modality.
+    """
+    img, txt = F.normalize(img.float(), dim=-1), F.normalize(txt.float(), dim=-1)
+
+    def intra(x: torch.Tensor) -> float:
+        n = len(x)
+        s = x @ x.T
+        return float((s.sum() - s.diagonal().sum()) / max(1, n * (n - 1)))
+
+    return {"gap": float((img.mean(0) - txt.mean(0)).norm()),
+            "matched_cos": float((img[img_idx] * txt[txt_idx]).sum(-1).mean()),
+            "unmatched_cos": float((img @ txt.T).mean()),
+            "intra_img_cos": intra(img), "intra_txt_cos": intra(txt)}
+
+
+def project_2d(img: torch.Tensor, txt: torch.Tensor, method: str = "pca", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Image [N, d] and text [M, d] embeddings fitted jointly to 2-D ([N, 2], [M, 2]) with sklearn PCA or t-SNE.
+
+    Fitted on both modalities together, so the distance between the two clouds (the gap) is kept in view.
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    x = torch.cat([img.float(), txt.float()]).numpy()
+    if method == "pca":
+        y = PCA(n_components=2, random_state=seed).fit_transform(x)
+    elif method == "tsne":
+        y = TSNE(n_components=2, perplexity=min(30.0, max(2.0, (len(x) - 1) / 3)), init="pca",
+                 random_state=seed).fit_transform(x)
+    else:
+        raise ValueError(f"method={method!r}: choose 'pca' or 'tsne'")
+    return y[:len(img)], y[len(img):]
+
+
+def embedding_space_figure(models: dict[str, tuple[torch.Tensor, torch.Tensor]], gallery: Gallery,
+                           method: str = "pca", max_concepts: int = 12, seed: int = 0):
+    """One panel per model: image (o) and text (^) points of up to ``max_concepts`` test concepts in 2-D,
+    coloured by concept, with the modality gap measured on all points written beside it.
+
+    Returns (figure, DataFrame of :func:`modality_gap` per model). ``models`` maps a name (e.g. "shared head",
+    "separate heads") to (image emb [N, d], text emb [M, d]) of ``gallery``.
+    """
+    img_idx, txt_idx = matched_pairs(gallery)
+    concepts = list(dict.fromkeys(gallery.image_keys))
+    rng = np.random.default_rng(seed)
+    chosen = [concepts[i] for i in sorted(rng.choice(len(concepts), min(max_concepts, len(concepts)), replace=False))]
+    colour = {c: plt.cm.tab20(i % 20) for i, c in enumerate(chosen)}
+    sel_img = [i for i, r in enumerate(gallery.records) if r.key in colour]
+    sel_txt = [j for j, key in enumerate(gallery.text_keys) if key in colour]
+    fig, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 4.4), squeeze=False)
+    rows = []
+    for ax, (name, (img, txt)) in zip(axes[0], models.items()):
+        gap = modality_gap(img, txt, img_idx, txt_idx)
+        rows.append({"model": name, **gap})
+        pi, pt = project_2d(img[sel_img], txt[sel_txt], method, seed)
+        ax.scatter(pi[:, 0], pi[:, 1], c=[colour[gallery.records[i].key] for i in sel_img], marker="o", s=28,
+                   edgecolors="k", linewidths=0.4, label="image")
+        ax.scatter(pt[:, 0], pt[:, 1], c=[colour[gallery.text_keys[j]] for j in sel_txt], marker="^", s=28,
+                   edgecolors="k", linewidths=0.4, label="text")
+        ax.set_title(f"{name}\ngap {gap['gap']:.2f} | matched cos {gap['matched_cos']:.2f} | "
+                     f"unmatched {gap['unmatched_cos']:.2f}", fontsize=8.5)
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle(f"shared space ({method.upper()} of image and text embeddings, {len(chosen)} test concepts; "
+                 "colour = concept)", fontsize=10)
+    fig.tight_layout()
+    return fig, pd.DataFrame(rows).set_index("model")
