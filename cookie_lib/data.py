@@ -188,7 +188,8 @@ def validate_karpathy(json_path, image_root=None, check_images=True, max_errors=
         problems.append(f"{json_path}: unknown split {name!r} in {splits[name]} record(s) (first: "
                         f"images[{first_of_split[name]}]); known splits: {list(KNOWN_SPLITS)} (these images "
                         f"would take part in nothing)")
-    for split in ("train", "test"):
+    # a pre-training corpus may have no test split (its downstream data lives elsewhere); training needs train + val
+    for split in ("train", "val"):
         n = splits[split] + (splits["restval"] if split == "train" else 0)
         if n == 0:
             problems.append(f"{json_path}: split '{split}' is empty (splits present: {dict(splits)})")

@@ -171,10 +171,10 @@ def test_duplicate_imgid(coco_copy):
 def test_empty_split(coco_copy):
     path, data = coco_copy
     for img in data["images"]:
-        if img["split"] == "test":
-            img["split"] = "val"
+        if img["split"] == "val":
+            img["split"] = "test"
     write(path, data)
-    assert "split 'test' is empty" in problems(path)
+    assert "split 'val' is empty" in problems(path)
     # restval alone counts as train
     for img in data["images"]:
         img["split"] = "restval" if img["split"] == "train" else img["split"]

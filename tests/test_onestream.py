@@ -8,7 +8,7 @@ import torch
 
 from cookie_lib.config import load_config, resolve_path
 from cookie_lib.features import split_features
-from cookie_lib.model import CookieModel, visual_tokens_for
+from cookie_lib.model import CookieModel
 from cookie_lib.study.onestream import (TABLE_COLUMNS, gallery_eval, hard_negatives,
                                         load_onestream, pessimistic_ranks, rerank, train_onestream, write_table)
 
@@ -84,7 +84,7 @@ def test_rerank_with_k_equal_gallery_is_exhaustive(trained, smoke):
     out, _ = trained
     torch.manual_seed(0)
     cookie = CookieModel(cfg.model, test.image_tokens.shape[-1], test.text_tokens.shape[-1],
-                         visual_tokens_for(cfg.model.image_size))
+                         test.image_tokens.shape[-2])
     onestream = load_onestream(out / "onestream.pt", test)
     images = list(range(8))
     n_caps = sum(len(test.caption_ids[i]) for i in images)

@@ -161,8 +161,8 @@ def test_build_without_emoji_keeps_the_flag_and_max_drawings(tmp_path):
     rep = O.build(tmp_path / "d", deb=FIXTURE, max_drawings=6, test_frac=0.5, val_frac=0.0, progress=False)
     assert rep["eligible"] == 6 and rep["splits"]["test"]["images"] >= 1
     from cookie_lib.data import DataValidationError
-    with pytest.raises(DataValidationError, match="split 'test' is empty"):  # validated before the rename
-        O.build(tmp_path / "e", deb=FIXTURE, max_drawings=6, test_frac=0.0, progress=False)
+    with pytest.raises(DataValidationError, match="split 'val' is empty"):  # validated before the rename
+        O.build(tmp_path / "e", deb=FIXTURE, max_drawings=6, test_frac=0.5, val_frac=0.0, progress=False)
     assert not (tmp_path / "e").exists()
 
 

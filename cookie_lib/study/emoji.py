@@ -223,23 +223,23 @@ def to_png(data: bytes, is_svg: bool) -> bytes:
     return buf.getvalue()
 
 
-def fetch(cache_dir: Path, names, versions: dict[str, str] = PACKAGES) -> dict[str, Path]:
+def fetch(cache_dir: Path, names, versions: dict[str, str] | None = None) -> dict[str, Path]:
     """Return {package: tarball path}, running `npm pack NAME@VERSION` for tarballs not yet cached.
 
-    ``versions`` maps each name to its pinned version (default: the emoji packages)."""
-    PACKAGES = versions  # noqa: N806 - the pins used below
+    ``versions`` maps each name to its pinned version (default: the emoji packages, ``PACKAGES``)."""
+    versions = PACKAGES if versions is None else versions
     cache_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name in names:
-        path = cache_dir / f"{name}-{PACKAGES[name]}.tgz"
+        path = cache_dir / f"{name}-{versions[name]}.tgz"
         if not path.exists():
             if shutil.which("npm") is None:
-                raise RuntimeError(f"npm is not installed; it is needed to fetch {name}@{PACKAGES[name]} "
+                raise RuntimeError(f"npm is not installed; it is needed to fetch {name}@{versions[name]} "
                                    f"(or put {path.name} into {cache_dir})")
-            res = subprocess.run(["npm", "pack", f"{name}@{PACKAGES[name]}", "--silent"], cwd=cache_dir,
+            res = subprocess.run(["npm", "pack", f"{name}@{versions[name]}", "--silent"], cwd=cache_dir,
                                  capture_output=True, text=True)
             if res.returncode != 0 or not path.exists():
-                raise RuntimeError(f"fetching {name}@{PACKAGES[name]} with npm pack failed: "
+                raise RuntimeError(f"fetching {name}@{versions[name]} with npm pack failed: "
                                    f"{(res.stderr or res.stdout).strip()[-500:]}")
         paths[name] = path
     return paths

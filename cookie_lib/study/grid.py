@@ -24,15 +24,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
 from ..config import Config, load_config, resolve_path
 from ..data import KarpathyCorpus
+from ..evaluate import load_run
 from ..features import CACHE_SEED, SplitFeatures, encode_images, split_features
-from ..model import VisualEncoder
+from ..model import CookieModel, VisualEncoder
 from ..runtime import atomic_write_json, manifest
 from ..train import Trainer, load_corpus
 from .downstream import DownstreamSuite, frozen_baseline
+from .onestream import load_onestream, speed_accuracy_table, train_onestream
 from .profile import load_run_profile
 
 # Each variant is a set of dotted overrides of the profile; "cookie" is the full model (shared L=2 head,
@@ -54,6 +57,7 @@ SECONDARY = ["depth_0", "depth_4", "visual_concept"]
 LOSS_ABLATION = ["cookie", "cross_modal_only", "no_visual", "no_textual", "visual_concept"]
 HEAD_ABLATION = ["cookie", "separate_1", "separate_2", "depth_0", "depth_4"]
 DEPTH = {"depth_0": 0, "cookie": 2, "depth_4": 4}
+ONESTREAM = "onestream"  # the one-stream cross-encoder of the speed claim (cookie_lib.study.onestream)
 FROZEN = "frozen"  # pseudo-variant: the pretrained encoders' pooled, PCA-whitened features (unimodal tasks only)
 
 
@@ -63,9 +67,9 @@ def run_dir(profile: str, variant: str, seed: int | None, runs_root: str | Path 
 
 
 def variant_config(profile: str, variant: str, seed: int, extra: dict | None = None) -> Config:
-    if variant not in VARIANTS:
-        raise KeyError(f"unknown variant {variant!r}; choose from {list(VARIANTS)}")
-    return load_config(profile, {**VARIANTS[variant], **(extra or {}), "train.seed": seed})
+    if variant not in VARIANTS and variant != ONESTREAM:
+        raise KeyError(f"unknown variant {variant!r}; choose from {list(VARIANTS) + [ONESTREAM]}")
+    return load_config(profile, {**VARIANTS.get(variant, {}), **(extra or {}), "train.seed": seed})
 
 
 _SUITES: dict[str, DownstreamSuite] = {}
@@ -90,7 +94,8 @@ def run_one(profile: str, variant: str, seed: int, corpus: KarpathyCorpus | None
             extra: dict | None = None, runs_root: str | Path = "runs", progress: bool = True) -> dict:
     """Pre-train one (variant, seed), then evaluate it zero-shot on the downstream tasks; reuse a finished
     run with the same config. result.json holds the metrics (``test``), the per-query values the
-    statistics resample (``per_query``), the per-epoch validation curve and the loss history."""
+    statistics resample (``per_query``), the per-epoch validation curve and the loss history.
+    ``variant=ONESTREAM`` trains the one-stream cross-encoder instead (same data, steps and seed)."""
     cfg = variant_config(profile, variant, seed, extra)
     out = run_dir(profile, variant, seed, runs_root)
     done = out / "result.json"
@@ -98,6 +103,8 @@ def run_one(profile: str, variant: str, seed: int, corpus: KarpathyCorpus | None
         result = json.loads(done.read_text())
         if result.get("config") == cfg.to_dict():
             return result
+    if variant == ONESTREAM:
+        return train_onestream(cfg, out, seed)
     trainer = Trainer(cfg, out, progress=progress, corpus=corpus)
     state = trainer.run(resume=True)
     metrics, per_query = downstream_suite(profile, cfg, progress).evaluate(trainer.model, trainer.device)
@@ -194,8 +201,57 @@ def run_study(profile: str, runs_root: str | Path = "runs", progress: bool = Tru
     and the frozen baseline, as one frame (runs already finished are loaded, not retrained)."""
     run = load_run_profile(profile)
     jobs = [(v, s) for v in PRIMARY for s in run.seeds] + [(v, s) for v in SECONDARY for s in run.secondary_seeds]
-    results = _run_jobs(profile, jobs, None, runs_root, progress, None)
-    return results_frame(results + [frozen_run(profile, runs_root=runs_root)])
+    results = _run_jobs(profile, jobs + [(ONESTREAM, s) for s in run.onestream_seeds], None, runs_root, progress, None)
+    return results_frame(results[:len(jobs)] + [frozen_run(profile, runs_root=runs_root)])
+
+
+# ----------------------------------------------------------------------------- what the notebooks look at
+def head_parameters(profile: str, variant: str) -> int:
+    """Parameters of a variant's transformer head(s) (not the projections), counted on a fresh model."""
+    cfg = variant_config(profile, variant, 0)
+    return sum(p.numel() for p in CookieModel(cfg.model, 8, 8, 16).head_parameters())
+
+
+def load_model(profile: str, variant: str, seed: int, runs_root: str | Path = "runs") -> CookieModel:
+    """The trained CookieModel of a finished run (eval mode, CPU)."""
+    return load_run(run_dir(profile, variant, seed, runs_root)).model.eval()
+
+
+def embeddings(profile: str, variant: str, seed: int | None, names=("emoji_img", "emoji_txt"),
+               runs_root: str | Path = "runs") -> tuple[torch.Tensor, ...]:
+    """Downstream-suite embeddings (see :meth:`DownstreamSuite.embed`) of a finished run, e.g. the emoji
+    test images [N, d] and distinct captions [M, d]; ``variant=FROZEN`` gives the frozen baseline's."""
+    suite = downstream_suite(profile, load_config(profile))
+    emb = suite.embed(load_model(profile, variant, seed, runs_root))
+    return tuple(emb[n] for n in names)
+
+
+def design_matrices(profile: str, seed: int, runs_root: str | Path = "runs") -> dict[str, pd.DataFrame]:
+    """Design-by-design cross-design image R@1 on the emoji test split: COOKIE (``seed``) and the
+    cross-modal-only model of the same seed."""
+    suite = downstream_suite(profile, load_config(profile))
+    return {name: suite.design_matrix(load_model(profile, v, seed, runs_root))
+            for name, v in (("cookie", "cookie"), ("cross_modal_only", "cross_modal_only"))}
+
+
+def speed_accuracy(profile: str, seeds: list[int], runs_root: str | Path = "runs", n_exhaustive: int = 100
+                   ) -> pd.DataFrame:
+    """The speed/accuracy table on the emoji test set for each seed: COOKIE (that seed) as two-stream,
+    as a shortlist re-ranked by the one-stream model (that seed), and the one-stream model exhaustively on
+    a seeded ``n_exhaustive``-image subset. Cached next to the one-stream run (``speed_accuracy.json``)."""
+    cfg = load_config(profile)
+    suite = downstream_suite(profile, cfg)
+    frames = []
+    for seed in seeds:
+        run_one(profile, ONESTREAM, seed, runs_root=runs_root, progress=False)
+        path = run_dir(profile, ONESTREAM, seed, runs_root) / "speed_accuracy.json"
+        if not path.exists():
+            onestream = load_onestream(path.with_name("onestream.pt"), suite.emoji)
+            table = speed_accuracy_table(load_model(profile, "cookie", seed, runs_root), onestream, suite.emoji,
+                                         n_exhaustive=n_exhaustive, seed=seed)
+            atomic_write_json(table, path)
+        frames.append(pd.DataFrame(json.loads(path.read_text())).assign(seed=seed))
+    return pd.concat(frames, ignore_index=True)
 
 
 def split_features_for(profile: str, extra: dict | None, corpus: KarpathyCorpus) -> None:
@@ -229,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--no-progress", action="store_true")
     o = sub.add_parser("one", help="train and test one (variant, seed)")
     o.add_argument("--profile", required=True)
-    o.add_argument("--variant", required=True, choices=list(VARIANTS))
+    o.add_argument("--variant", required=True, choices=list(VARIANTS) + [ONESTREAM])
     o.add_argument("--seed", type=int, required=True)
     o.add_argument("--runs-root", default="runs")
     o.add_argument("--extra", default="{}", help="JSON object of dotted config overrides")
@@ -241,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
     extra = json.loads(a.extra)
     corpus = load_corpus(load_config(a.profile, {**extra, "data.validate": False}))  # the parent validated it
     r = run_one(a.profile, a.variant, a.seed, corpus, extra or None, a.runs_root, progress=False)
-    print(json.dumps({"variant": a.variant, "seed": a.seed, "emoji_mr": r["test"].get("emoji_mr")}))
+    print(json.dumps({"variant": a.variant, "seed": a.seed, "emoji_mr": r.get("test", {}).get("emoji_mr")}))
 
 
 if __name__ == "__main__":

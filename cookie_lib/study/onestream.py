@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 from ..config import Config, config_from_dict, load_config, resolve_path
 from ..features import SplitFeatures, split_features
-from ..model import CookieModel, OneStreamModel, masked_mean, visual_tokens_for
+from ..model import CookieModel, OneStreamModel, masked_mean
 from ..runtime import atomic_save, atomic_write_json, atomic_write_text, manifest, pick_device, seed_everything
 from ..step import build_optimizer, epoch_batches, lr_lambda, sample_pairs, step_generator
 from .bench.inference import score_pairs
@@ -330,7 +330,7 @@ def load_cookie(checkpoint: str | Path, feats: SplitFeatures) -> CookieModel:
     blob = torch.load(Path(checkpoint), map_location="cpu", weights_only=False)
     cfg = config_from_dict(blob["config"])
     model = CookieModel(cfg.model, feats.image_tokens.shape[-1], feats.text_tokens.shape[-1],
-                        visual_tokens_for(cfg.model.image_size))
+                        feats.image_tokens.shape[-2])  # T_v of the cache (depends on visual_layer too)
     state = {k[len("model."):]: v for k, v in blob["step_module"].items() if k.startswith("model.")}
     model.load_state_dict(state)
     return model.eval()

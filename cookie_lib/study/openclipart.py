@@ -38,7 +38,7 @@ import tarfile
 import tempfile
 import time
 import xml.etree.ElementTree as ET
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path, PurePosixPath
 
 import numpy as np

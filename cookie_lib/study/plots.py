@@ -95,6 +95,22 @@ def contact_sheet(corpus: KarpathyCorpus, n_concepts: int = 8, width: int = 28):
     return fig
 
 
+def drawing_sheet(records, n: int = 24, cols: int = 8, width: int = 16):
+    """A grid of ``n`` evenly spaced drawings (e.g. Open Clip Art) titled with their first caption."""
+    picks = [records[i] for i in np.linspace(0, len(records) - 1, min(n, len(records))).astype(int)]
+    rows = -(-len(picks) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.45 * cols, 1.6 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, r in zip(axes.flat, picks):
+        with Image.open(r.path) as im:
+            ax.imshow(im.convert("RGB"))
+        ax.set_title(textwrap.shorten(r.captions[0], width, placeholder="..."), fontsize=7)
+    fig.suptitle("Pre-training drawings with their human titles", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 # ----------------------------------------------------------------------------- training curves (02)
 def smooth(values, window: int) -> np.ndarray:
     """Trailing moving average (the first points average over what exists so far)."""
@@ -169,5 +185,25 @@ def depth_plot(df: pd.DataFrame, depth: dict[str, int], metrics: dict[str, str])
         ax.errorbar(s.mean().index, s.mean(), yerr=s.std(ddof=1).fillna(0.0), marker="o", capsize=3)
         ax.set(xlabel="depth L of the shared head", title=f"{task} ({m})")
         ax.set_xticks(sorted(set(depth.values())))
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- downstream (05)
+def design_matrix_figure(mats: dict[str, pd.DataFrame]):
+    """Heatmaps of cross-design image R@1 (rows: the query's designer, columns: the gallery's), one per model."""
+    fig, axes = plt.subplots(1, len(mats), figsize=(4.2 * len(mats), 3.6), squeeze=False)
+    for ax, (name, m) in zip(axes[0], mats.items()):
+        im = ax.imshow(m.to_numpy(float), vmin=0, vmax=100, cmap="viridis")
+        ax.set_xticks(range(m.shape[1]), m.columns, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(m.shape[0]), m.index, fontsize=8)
+        for (i, j), v in np.ndenumerate(m.to_numpy(float)):
+            if np.isfinite(v):
+                ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=8, color="white" if v < 60 else "black")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("gallery design")
+    axes[0, 0].set_ylabel("query design")
+    fig.colorbar(im, ax=axes[0, -1], fraction=0.046, label="R@1 (%)")
+    fig.suptitle("Cross-design image retrieval, emoji test concepts", fontsize=10)
     fig.tight_layout()
     return fig

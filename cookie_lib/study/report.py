@@ -1,30 +1,38 @@
-"""Everything the study writes as text: Markdown tables, the per-variant summary table, ``summary.md``
-and the README's generated blocks. Notebook 06 and ``scripts/update_readme.py`` both use it, so a
-number reaches the README only through these functions.
+"""Everything the study writes as text: Markdown tables, ``summary.md``, ``manifest.json`` and the README's
+generated blocks. The notebooks and ``scripts/update_readme.py`` use it, so a number reaches the README
+only through these functions; the verdicts themselves come from :mod:`cookie_lib.study.verdicts`.
 
     from cookie_lib.study.report import summary_table, to_markdown
-    print(to_markdown(summary_table(runs, ["rsum", "img_r1"])))
-
-The verdicts themselves (which claim holds, Welch's test) are computed in
-:mod:`cookie_lib.study.verdicts`; this module only formats their rows.
+    print(to_markdown(summary_table(runs, ["emoji_mr", "img_r1", "wn_r1"])))
 """
 from __future__ import annotations
 
-import csv
 import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from ..runtime import atomic_write_json, atomic_write_text, manifest
+
 # The paper's inference-time claim: a two-stream model needs "about 3/1000 of the inference time" of
-# a one-stream cross-encoder (at 5,000 images x 25,000 captions).
+# a one-stream cross-encoder.
 PAPER_INFERENCE_RATIO = 3 / 1000
-# The headline metric per task: cross-modal RSUM, cross-design image R@1, label->keywords text R@1.
-TASK_METRICS = {"cross-modal retrieval": "rsum", "image retrieval": "img_r1", "text matching": "txt_r1"}
-METRIC_COLUMNS = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum",
-                  "img_r1", "img_r5", "img_map", "txt_r1", "txt_r5", "txt_mrr"]
-HEADLINE_METRICS = ["rsum", "i2t_r1", "t2i_r1", "img_r1", "img_map", "txt_r1", "txt_mrr"]
+# The downstream tasks (none trained by any loss) and their headline metric.
+TASK_METRICS = {
+    "cross-modal, emoji test (mR)": "emoji_mr",
+    "cross-modal, Open Clip Art test (mR)": "oca_mr",
+    "image retrieval across designs (R@1)": "img_r1",
+    "WordNet lemma -> gloss (R@1)": "wn_r1",
+    "emoji label -> keywords (R@1)": "txt_r1",
+}
+ALL_METRICS = ["emoji_i2t_r1", "emoji_t2i_r1", "emoji_rsum", "emoji_mr", "oca_i2t_r1", "oca_t2i_r1", "oca_rsum",
+               "oca_mr", "img_r1", "img_map", "wn_r1", "wn_mrr", "txt_r1", "txt_mrr"]
+HEADLINE_METRICS = ["emoji_mr", "oca_mr", "img_r1", "img_map", "wn_r1", "wn_mrr", "txt_r1"]
+CLAIM_COLUMNS = {"id": "id", "family": "family", "claim": "claim", "a": "a", "b": "b", "metric": "metric",
+                 "n_seeds": "seeds", "diff": "diff (points)", "rel_pct": "diff (relative %)", "ci": "95 % CI",
+                 "p_raw": "p", "p_holm": "p (Holm)", "mde": "MDE (80 %)", "paper": "paper", "verdict": "verdict"}
 
 RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"
 BENCH_START, BENCH_END = "<!-- bench:start -->", "<!-- bench:end -->"
@@ -33,112 +41,169 @@ BENCH_START, BENCH_END = "<!-- bench:start -->", "<!-- bench:end -->"
 # ----------------------------------------------------------------------------- tables
 def summary_table(df: pd.DataFrame, metrics: list[str] | None = None, order: list[str] | None = None) -> pd.DataFrame:
     """Per variant (rows, index ``variant``): ``seeds`` = number of runs, then for each metric present in
-    ``df`` the string ``"{mean:.1f} ± {std:.1f}"`` over seeds (sample std, ddof = 1), or
-    ``"{mean:.1f} (1 seed)"`` when a variant has a single run (no spread to report, rather than "± 0.0").
-    ``df`` has one row per run with columns ``variant``, ``seed`` and the metrics; rows follow ``order``
-    (variants absent from ``df`` are skipped), else first appearance."""
-    metrics = [m for m in (metrics or METRIC_COLUMNS) if m in df.columns]
+    ``df`` the string ``"{mean:.1f} ± {std:.1f}"`` over seeds (sample std, ddof = 1), ``"{mean:.1f} (1 seed)"``
+    for a single run, and ``"{value:.1f}"`` for the seedless frozen baseline (deterministic; ``seeds`` = 0).
+    Metrics a variant lacks (the frozen encoders have no cross-modal space) are "-"."""
+    metrics = [m for m in (metrics or ALL_METRICS) if m in df.columns]
     g = df.groupby("variant", sort=False)
     mean, std, n = g[metrics].mean(), g[metrics].std(ddof=1).fillna(0.0), g["seed"].count()
     table = mean.round(1).astype(str) + " ± " + std.round(1).astype(str)
-    single = n[n < 2].index
+    single = n[n == 1].index
     table.loc[single] = mean.loc[single].round(1).astype(str) + " (1 seed)"
+    seedless = n[n == 0].index
+    table.loc[seedless] = mean.loc[seedless].round(1).astype(str)
+    table = table.mask(mean.isna(), "-")
     table.insert(0, "seeds", n)
     return table.reindex([v for v in (order or table.index) if v in table.index])
 
 
 def to_markdown(df: pd.DataFrame) -> str:
     """A GitHub table: header, ``|---|`` rule, one line per row, ending in a newline. A named or
-    non-range index becomes the first column (pandas.to_markdown would need tabulate)."""
-    frame = df.reset_index() if df.index.name or not isinstance(df.index, pd.RangeIndex) else df
+    non-range index becomes the first column(s) (pandas.to_markdown would need tabulate)."""
+    frame = df.reset_index() if df.index.name or df.index.names[0] or not isinstance(df.index, pd.RangeIndex) else df
     cols = [str(c) for c in frame.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join(lines) + "\n"
 
 
-# ----------------------------------------------------------------------------- benchmark CSV
-def _gallery_size(rows: pd.DataFrame) -> pd.Series:
-    """Images in the gallery per row: the ``n_images`` column when the CSV has it, else parsed from the
-    older ``setting`` strings ("cpu N=5000 M=25000")."""
-    if "n_images" in rows.columns:
-        return rows["n_images"].astype(float)
-    return rows["setting"].str.extract(r"N=(\d+)", expand=False).astype(float)
+def write_table(df: pd.DataFrame, stem: str | Path, index: bool = True) -> None:
+    """``stem.csv`` and ``stem.md`` (the Markdown table), both written atomically."""
+    stem = Path(stem)
+    atomic_write_text(df.to_csv(index=index), stem.with_suffix(".csv"))
+    atomic_write_text(to_markdown(df if index else df.reset_index(drop=True)), stem.with_suffix(".md"))
 
 
-def inference_ratio(bench_csv: str | Path) -> dict | None:
-    """From ``python -m cookie_lib.study.bench``'s CSV: the two-stream / one-stream inference-time ratio at
-    the largest gallery measured, as ``{"setting", "ratio"}``; None when the file or the rows are absent."""
-    path = Path(bench_csv)
+def claims_view(claims: pd.DataFrame) -> pd.DataFrame:
+    """The claims table as a reader wants it: rounded, CI as one string, Holm p only where it applies."""
+    c = claims.copy()
+    c["ci"] = [f"[{lo:+.2f}, {hi:+.2f}]" if pd.notna(lo) else "-" for lo, hi in zip(c.ci_low, c.ci_high)]
+    for col, nd in (("diff", 2), ("rel_pct", 1), ("mde", 2)):
+        c[col] = c[col].astype(float).round(nd)
+    for col in ("p_raw", "p_holm"):
+        c[col] = [("< 0.001" if p < 0.001 else f"{p:.3f}") if pd.notna(p) else "-" for p in c[col].astype(float)]
+    return c[list(CLAIM_COLUMNS)].rename(columns=CLAIM_COLUMNS)
+
+
+# ----------------------------------------------------------------------------- training (02)
+def convergence_table(results: list[dict], metrics: list[str]) -> pd.DataFrame:
+    """Per validation metric, mean over seeds: the value after the last epoch, its change over the last
+    epoch and over the last half of training, and the learning rate at the end relative to its peak. A
+    change near 0 while the learning rate is still > 0 means the plateau is the model's, not the schedule's."""
+    rows = []
+    for m in metrics:
+        curves = np.array([[e[m] for e in r["val_epochs"]] for r in results if all(m in e for e in r["val_epochs"])])
+        if curves.size == 0:
+            continue
+        half = curves.shape[1] // 2
+        rows.append({"metric": m, "final": curves[:, -1].mean(),
+                     "change, last epoch": (curves[:, -1] - curves[:, -2]).mean() if curves.shape[1] > 1 else np.nan,
+                     "change, last half": (curves[:, -1] - curves[:, half]).mean() if half else np.nan})
+    lr = [r["history"][-1]["lr"] / max(h["lr"] for h in r["history"]) for r in results]
+    df = pd.DataFrame(rows).set_index("metric").round(2)
+    df["final lr / peak lr"] = round(float(np.mean(lr)), 3)
+    return df
+
+
+def convergence_conclusion(conv: pd.DataFrame, first: pd.Series, last: pd.Series) -> str:
+    """Closing text of notebook 02, generated from its convergence table and loss means."""
+    falls = ", ".join(f"{k} {first[k]:.2f} -> {last[k]:.2f}" for k in first.index)
+    lines = [f"- Every loss term falls (mean of the first vs the last 20 % of steps: {falls})."]
+    for m, r in conv.iterrows():
+        lines.append(f"- Validation {m}: {r['final']:.1f} after the last epoch; it moved {r['change, last epoch']:+.2f} "
+                     f"over the last epoch and {r['change, last half']:+.2f} over the last half of training.")
+    lr = conv["final lr / peak lr"].iloc[0]
+    lines.append(f"- The learning rate ends at {lr:.2f} x its peak (not zero), so a flat curve at the end is a plateau "
+                 "of the model, not the schedule stopping it; a curve still rising says the budget, not convergence, "
+                 "bounds these numbers.")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- head (04), speed (05)
+def gap_sentence(gap: pd.DataFrame) -> str:
+    """One line per model of the modality-gap table (rows = models)."""
+    cols = gap.columns
+    lines = []
+    for name, r in gap.iterrows():
+        parts = [f"{c} {r[c]:.3f}" for c in cols if isinstance(r[c], (int, float, np.floating))]
+        lines.append(f"- Modality gap, {name}: " + ", ".join(parts) + ".")
+    return "\n".join(lines) + "\n"
+
+
+def speed_view(speed: pd.DataFrame) -> pd.DataFrame:
+    """The speed/accuracy table, mean over one-stream seeds (± std where there are several)."""
+    keys = ["gallery", "n_images", "n_captions", "method", "k"]
+    g = speed.groupby(keys, sort=False, dropna=False)
+    out = g[["i2t_r1", "t2i_r1", "seconds", "pairs_scored"]].mean().round({"i2t_r1": 1, "t2i_r1": 1, "seconds": 3})
+    out["seeds"] = g.size()
+    return out.reset_index()
+
+
+def speed_sentence(speed: pd.DataFrame) -> str:
+    """Closing text on speed vs accuracy, from the speed/accuracy table."""
+    v = speed_view(speed)
+    lines = []
+    for gallery, rows in v.groupby("gallery", sort=False):
+        two = rows[rows.method == "two-stream"].iloc[0]
+        for _, r in rows[rows.method != "two-stream"].iterrows():
+            k = f" (k = {int(r.k)})" if pd.notna(r.k) and r.method != "one-stream exhaustive" else ""
+            lines.append(f"- {gallery}: {r.method}{k} reaches R@1 {r.i2t_r1:.1f} / {r.t2i_r1:.1f} (i2t / t2i) in "
+                         f"{r.seconds:.2f} s, against {two.i2t_r1:.1f} / {two.t2i_r1:.1f} in {two.seconds:.3f} s for "
+                         f"the two-stream model ({r.seconds / max(two.seconds, 1e-9):,.0f} x the time).")
+    return "\n".join(lines) + "\n"
+
+
+def inference_claim(results: Path) -> pd.DataFrame | None:
+    """The inference-time claim from the benchmark's cost model (``inference_cost_model.json``): per
+    one-stream model class, the gallery size N at which two-stream / one-stream crosses the paper's 3/1000,
+    and the measured-vs-extrapolated exhaustive check. None when the benchmark has not run."""
+    path = Path(results) / "inference_cost_model.json"
     if not path.exists():
         return None
-    b = pd.read_csv(path)
-    rows = b[(b.benchmark == "inference") & (b.metric == "ratio_two_over_one")].copy()
-    rows = rows[_gallery_size(rows).notna()] if len(rows) else rows
-    if rows.empty:
-        return None
-    rows["n"] = _gallery_size(rows)
-    best = rows.sort_values("n").iloc[-1]
-    return {"setting": best.setting, "ratio": float(best.value)}
+    cm = json.loads(path.read_text())
+    x = cm["exhaustive_check"]
+    rows = [{"one-stream model": name, "a (s per item)": f"{m['a']:.3g}", "b (s per pair)": f"{m['b']:.3g}",
+             "N where the ratio = 3/1000": f"{m['crossing_n_images']:,.0f}" if m["crossing_n_images"] else "never",
+             "ratio as N -> infinity": f"{1000 * m['ratio_large_n_limit']:.3g}/1000"}
+            for name, m in cm["models"].items()]
+    df = pd.DataFrame(rows)
+    df.attrs["exhaustive"] = (f"one-stream exhaustive at N = {x['n_images']}: measured {x['measured_s']:.3g} s end to "
+                              f"end, {x['extrapolated_from_pair_sample_s']:.3g} s extrapolated from a pair sample, "
+                              f"{x['cost_model_predicted_s']:.3g} s predicted by the cost model ({cm['device']}, "
+                              f"{cm['threads']} threads)")
+    return df
 
 
-def inference_claim_row(bench: dict) -> dict:
-    """The inference-time claim as a row of the claims table (columns of verdicts.claims_table)."""
-    r = bench["ratio"]
-    return {"claim": "two-stream inference takes ~3/1000 of one-stream", "paper": "3/1000",
-            "comparison": f"two-stream / one-stream ({bench['setting']})", "metric": "time ratio",
-            "a": round(r, 5), "b": PAPER_INFERENCE_RATIO, "diff (points)": float("nan"),
-            "diff (relative %)": round(100 * (r / PAPER_INFERENCE_RATIO - 1), 1), "p (Welch)": float("nan"),
-            "reproduced?": f"measured {r * 1000:.1f}/1000 ({r / PAPER_INFERENCE_RATIO:.2f}x the paper's ratio)"}
+# ----------------------------------------------------------------------------- summary.md, manifest
+def summary_markdown(run, runs: pd.DataFrame, claims: pd.DataFrame, inference: pd.DataFrame | None) -> str:
+    """``summary.md``: headline metrics per variant (frozen baseline included), the claims in prose
+    (generated from the claims table), the claims table, and the inference-time answer."""
+    from .verdicts import claims_prose
+
+    headline = summary_table(runs, HEADLINE_METRICS)
+    parts = [f"# COOKIE replication: results ({run.profile} profile)", "",
+             f"Primary variants: seeds {run.seeds}; secondary: seeds {run.secondary_seeds}. Downstream test sets "
+             "(never trained on); mean ± std over seeds, every metric out of 100 (mR = RSUM / 6).", "",
+             "## Headline metrics", "", to_markdown(headline),
+             "## Claims", "", claims_prose(claims),
+             "## Claims table", "", to_markdown(claims_view(claims))]
+    if inference is not None:
+        parts += ["## Inference time", "", to_markdown(inference), inference.attrs.get("exhaustive", ""), ""]
+    return "\n".join(parts)
 
 
-# ----------------------------------------------------------------------------- sentences and summary.md
-def claim_sentence(row: dict | pd.Series) -> str:
-    """One plain sentence per row of the claims table: reproduced or not, and by how much."""
-    verdict = row["reproduced?"]
-    gap = f"{row['diff (points)']:+.2f} points ({row['diff (relative %)']:+.1f} %), p = {row['p (Welch)']}"
-    what = f"**{row['claim']}** ({row['comparison']}, {row['metric']}; paper: {row['paper']}):"
-    if verdict == "yes":
-        return f"{what} reproduced, {gap}."
-    if verdict == "no: within noise":
-        return f"{what} not reproduced: the difference is within noise, {gap}."
-    if verdict == "no: opposite":
-        return f"{what} not reproduced: the opposite holds, {gap}."
-    return f"{what} {verdict}, {gap}."
+def write_manifest(run, runs: pd.DataFrame, results: Path) -> dict:
+    """``manifest.json``: config, versions, commit (from :func:`cookie_lib.runtime.manifest`), the profile's
+    run-level keys, the pre-registration's sha256 and the list of runs."""
+    from .verdicts import prereg_sha256
 
-
-def inference_sentence(bench: dict) -> str:
-    r = bench["ratio"]
-    return (f"**Two-stream inference is much cheaper than one-stream** (paper: 3/1000): measured "
-            f"{r * 1000:.1f}/1000 at {bench['setting']} ({r / PAPER_INFERENCE_RATIO:.2f}x the paper's ratio; "
-            "one-stream cost extrapolated from a subset of pairs).")
-
-
-def frozen_row(frozen: dict, metrics: list[str] = HEADLINE_METRICS) -> str:
-    """A Markdown row for the frozen encoders under a :func:`summary_table` of ``metrics`` (with its
-    ``variant`` and ``seeds`` columns): their unimodal metrics, "-" where they have none."""
-    cells = ["frozen encoders", "-"] + [f"{frozen[m]:.1f}" if m in frozen else "-" for m in metrics]
-    return "| " + " | ".join(cells) + " |\n"
-
-
-def summary_markdown(profile: str, seeds: list[int], runs: pd.DataFrame, frozen: dict, claims: pd.DataFrame,
-                     bench: dict | None = None) -> str:
-    """``summary.md``: headline metrics of the cached-feature variants (fine-tuned ``*_ft`` runs left out)
-    with the frozen encoders' row, one sentence per claim, and the claims table."""
-    cached = runs[~runs.variant.str.endswith("_ft")]
-    headline = summary_table(cached, HEADLINE_METRICS)
-    sentences = [claim_sentence(r) for _, r in claims.iterrows() if r["metric"] != "time ratio"]
-    if bench is not None:
-        sentences.append(inference_sentence(bench))
-    return "\n".join([
-        f"# COOKIE replication: results ({profile} profile, seeds {seeds})", "",
-        "Test split; mean ± std over seeds. RSUM is out of 600, every other metric out of 100.", "",
-        "## Headline metrics", "", to_markdown(headline) + frozen_row(frozen, [m for m in HEADLINE_METRICS
-                                                                              if m in headline.columns]),
-        "## Claims", "", "p >= 0.05 is reported as *within noise*: this run cannot distinguish the two variants.", "",
-        *[f"- {s}" for s in sentences], "",
-        "## Claims table", "", to_markdown(claims),
-    ])
+    run_list = runs[["variant", "seed", "train_seconds"]].astype(object).where(runs[["variant", "seed",
+                                                                                        "train_seconds"]].notna(), None)
+    man = manifest(run.config.to_dict(), profile=run.profile, seeds=run.seeds, secondary_seeds=run.secondary_seeds,
+                   preregistration_sha256=prereg_sha256(), runs=run_list.to_dict("records"), n_runs=int(runs.seed.notna().sum()),
+                   total_train_seconds=float(runs.train_seconds.sum()))
+    atomic_write_json(man, Path(results) / "manifest.json")
+    return man
 
 
 # ----------------------------------------------------------------------------- README blocks
@@ -151,58 +216,47 @@ def section(markdown: str, heading: str) -> str:
 
 
 def results_block(results: Path) -> str:
-    """The README's results block, from ``results/{summary.md, manifest.json, claims.md}``."""
+    """The README's results block, from ``results/{summary.md, manifest.json}``."""
     summary = (results / "summary.md").read_text()
-    manifest = json.loads((results / "manifest.json").read_text())
-    claims = (results / "claims.md").read_text().strip()
+    man = json.loads((results / "manifest.json").read_text())
     try:
-        headline = section(summary, "Headline metrics")
+        headline, claims, table = (section(summary, h) for h in ("Headline metrics", "Claims", "Claims table"))
     except ValueError as err:
         raise ValueError(f"{results / 'summary.md'}: {err}") from None
     return "\n".join([
         RESULTS_START,
-        f"Profile `{manifest['profile']}`, seeds {manifest['seeds']}, {manifest['n_runs']} training runs "
-        f"({manifest['total_train_seconds'] / 60:.0f} min of training summed over runs, two at a time), commit `{manifest['commit'][:7]}`. "
-        "Test split, mean ± std over seeds. RSUM is out of 600, and every other metric is out of 100. Generated from "
-        "[results/summary.md](results/summary.md) by `scripts/update_readme.py`.",
-        "",
-        headline,
-        "",
-        "**The paper's claims** (Welch's t-test over seeds; p >= 0.05 means the difference is within noise; "
-        "[results/claims.csv](results/claims.csv)):",
-        "",
-        claims,
-        RESULTS_END,
-    ])
+        f"Profile `{man['profile']}`: {man['n_runs']} training runs ({man['total_train_seconds'] / 60:.0f} min of "
+        f"training summed over runs, two at a time), commit `{man['commit'][:7]}`, pre-registration sha256 "
+        f"`{man['preregistration_sha256'][:12]}`. Downstream test sets, never trained on; mean ± std over seeds; "
+        "every metric out of 100 (mR = RSUM / 6). Generated from [results/summary.md](results/summary.md) by "
+        "`scripts/update_readme.py`.", "", headline, "", claims, "",
+        "<details><summary>The claims table (also <a href=\"results/claims.csv\">results/claims.csv</a>)</summary>",
+        "", table, "", "</details>", RESULTS_END])
 
 
 def bench_block(results: Path) -> str:
-    """The README's benchmark block: inference-time ratio per gallery size and training throughput, from
-    ``results/benchmarks.csv`` (TODO(H5): read the structured n_images/n_captions columns once written)."""
-    with open(results / "benchmarks.csv", newline="") as f:
-        v = {(r["benchmark"], r["setting"], r["metric"]): float(r["value"]) for r in csv.DictReader(f)}
-    settings = sorted({s for b, s, m in v if b == "inference" and m == "ratio_two_over_one"},
-                      key=lambda s: int(s.split("N=")[1].split()[0]))
-    lines = [BENCH_START, "| gallery (CPU, 2 threads) | two-stream retrieval | one-stream (extrapolated) | ratio "
-             "| paper | re-rank top-10 with one-stream |", "|---|---|---|---|---|---|"]
-    for s in settings:
-        g = lambda m: v[("inference", s, m)]  # noqa: E731
-        lines.append(f"| {s.replace('cpu ', '')} | {g('two_stream_s'):.1f} s | {g('one_stream_s'):,.0f} s "
-                     f"| {1000 * g('ratio_two_over_one'):.1f}/1000 | {1000 * PAPER_INFERENCE_RATIO:g}/1000 "
-                     f"| {g('rerank_k10_s'):.1f} s |")
-    lines += ["", "| training throughput (pairs/s, batch 128, d=256, L=2) | full COOKIE | cross-modal only | dual encoder, no head |",
-              "|---|---|---|---|"]
-    for mode in ("cached", "live"):
-        cells = [f"{v[('training', f'cpu {mode} {n}', 'pairs_per_s')]:.0f}"
-                 for n in ("cookie", "cross_modal_only", "dual_encoder")]
-        lines.append(f"| {mode} {'features' if mode == 'cached' else 'MobileNetV2 (fine-tuned)'} | " + " | ".join(cells) + " |")
-    frac = v[("compute", "cpu cached cookie", "fraction_of_ceiling")]
-    ev = v[("eval_scale", "cpu 5000x25000 D=256", "seconds")]
-    mem = v[("eval_scale", "cpu 5000x25000 D=256", "peak_rss_delta_mib")]
-    lines += ["", f"A cached training step reaches {100 * frac:.0f} % of this machine's fp32 matmul FLOP/s. Recall over "
-              f"5,000 images x 25,000 captions takes {ev:.1f} s with a peak of +{mem:.0f} MiB "
-              "([results/benchmarks.csv](results/benchmarks.csv), "
-              "[profile](results/profile_train_step.txt), [figure](results/fig_inference_time.png)).", BENCH_END]
+    """The README's benchmark block, from ``results/benchmarks.json``, ``inference_cost_model.json`` and
+    ``speed_accuracy.csv`` (the structured files the benchmark and notebook 05 write)."""
+    b = json.loads((results / "benchmarks.json").read_text())["headline"]
+    lines = [BENCH_START, f"| gallery (CPU, {b['threads']} threads) | two-stream | one-stream (extrapolated) | ratio "
+             "| re-rank top-10 | re-rank top-50 |", "|---|---|---|---|---|---|"]
+    for n, h in sorted(b["inference"].items(), key=lambda kv: int(kv[0])):
+        lines.append(f"| N={int(n):,} images, {5 * int(n):,} captions | {h['two_stream_s']:.2f} s | "
+                     f"{h['one_stream_s']:,.0f} s | {1000 * h['ratio']:.2f}/1000 | {h['rerank_k10_s']:.2f} s | "
+                     f"{h['rerank_k50_s']:.2f} s |")
+    inf = inference_claim(results)
+    if inf is not None:
+        lines += ["", to_markdown(inf).strip(), "", inf.attrs["exhaustive"] + "."]
+    speed = results / "speed_accuracy.csv"
+    if speed.exists():
+        lines += ["", "Accuracy on both sides (emoji test, trained one-stream cross-encoder; seconds over cached "
+                  "encoder tokens):", "", to_markdown(speed_view(pd.read_csv(speed))).strip()]
+    ev = b["eval_scale"]
+    tp = ", ".join(f"{k} {v:.0f}" for k, v in b["training_pairs_per_s"].items())
+    lines += ["", f"Training throughput (pairs/s): {tp}. Recall over 5,000 images x 25,000 captions: "
+              f"{ev['seconds']:.2f} s (matrix-product floor {ev['matmul_floor_s']:.2f} s per direction), peak "
+              f"+{ev['delta_mib']:.0f} MiB ([benchmarks.csv](results/benchmarks.csv), "
+              "[cost model](results/fig_cost_model.png), [speed/accuracy](results/fig_speed_accuracy.png)).", BENCH_END]
     return "\n".join(lines)
 
 

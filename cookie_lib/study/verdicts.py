@@ -303,9 +303,12 @@ def claims_table(results, prereg: Mapping | str | Path | None = None, n_resample
         row.update(paper_note=PAPER_UNIT_NOTE if "%" in str(c["paper"]) else "", note="")
         lists = metric_lists(prereg, c["metric"])
         missing = [v for v in (c["a"], c["b"]) if v not in variants]
-        paired = None if missing else paired_differences(results, c["a"], c["b"], lists)
+        try:
+            paired = None if missing else paired_differences(results, c["a"], c["b"], lists)
+        except KeyError as err:  # the runs lack this task (e.g. a profile without the Open Clip Art test set)
+            missing, paired = [str(err).strip('"')], None
         if missing or not paired["seeds"]:
-            row.update(verdict=NOT_RUN, n_seeds=0, note=f"missing runs: {missing or 'no common seeds'}")
+            row.update(verdict=NOT_RUN, n_seeds=0, note=f"missing: {missing or 'no common seeds'}")
             rows.append(row)
             continue
         S = len(paired["seeds"])
@@ -440,3 +443,41 @@ def _sentence(r: pd.Series) -> str:
         why = str(r.note)
     note = f" ({r.note})" if r.verdict == "reproduced" and isinstance(r.note, str) and r.note else ""
     return f"*{r.verdict}*{note}: {effect}, {why}{paper}"
+
+
+# ----------------------------------------------------------------------------- the study's table, once
+def inputs_digest(results: pd.DataFrame, prereg_path: str | Path = DEFAULT_PREREG) -> str:
+    """sha256 over the pre-registration and every run's (variant, seed, per-query lists): what the claims
+    table is a function of. A claims.csv computed from other inputs is stale."""
+    h = hashlib.sha256(Path(prereg_path).read_bytes())
+    for _, r in results.sort_values(["variant", "seed"], na_position="first").iterrows():
+        h.update(repr((r.variant, None if pd.isna(r.seed) else int(r.seed),
+                       sorted((k, tuple(np.round(v, 6))) for k, v in r.per_query.items()))).encode())
+    return h.hexdigest()
+
+
+def study_claims(results: pd.DataFrame, csv_path: str | Path, n_resamples: int = 9999) -> pd.DataFrame:
+    """The claims table of ``results``, computed once: ``csv_path`` (with ``<csv>.digest`` beside it) is
+    reused while :func:`inputs_digest` matches, else recomputed and written atomically. Notebooks 03-06
+    all read the same table, so each shows the verdicts of the whole Holm family."""
+    from ..runtime import atomic_write_text
+
+    csv_path = Path(csv_path)
+    digest_path = csv_path.with_name(csv_path.name + ".digest")
+    digest = inputs_digest(results)
+    if csv_path.exists() and digest_path.exists() and digest_path.read_text().strip() == digest:
+        return pd.read_csv(csv_path)
+    df = claims_table(results, n_resamples=n_resamples)
+    atomic_write_text(df.to_csv(index=False), csv_path)
+    atomic_write_text(digest + "\n", digest_path)
+    return df
+
+
+def conclusion(df: pd.DataFrame, variants: Iterable[str]) -> str:
+    """Markdown for the end of a notebook: the verdict sentence of every contrast that involves one of
+    ``variants`` (both families), generated from the claims table so the text matches the numbers."""
+    vs = set(variants)
+    sub = df[df.a.isin(vs) | df.b.isin(vs)].reset_index(drop=True)
+    if sub.empty:
+        return "No pre-registered contrast involves these variants.\n"
+    return "\n".join(f"- **{r.id}** ({r.family}) {r.claim}: {_sentence(r)}." for _, r in sub.iterrows()) + "\n"

@@ -30,24 +30,12 @@ from ..report import PAPER_INFERENCE_RATIO
 from . import ASSUMPTIONS
 from .costmodel import COST_CSV_COLUMNS, crossing_n, curve, fit_cost_model, paper_class_model
 from .inference import (default_encoders, exhaustive_benchmark, inference_benchmark, inference_figure,
-                        measure_exhaustive, score_pairs)
+                        measure_exhaustive)
 from .scale import eval_benchmark
-from .shapes import CAPS_PER_IMAGE, C_T, C_V, FULL, QUICK, T_V, head_config, random_text_tokens
-from .timing import Rows, count_flops
+from .shapes import CAPS_PER_IMAGE, FULL, QUICK
+from .timing import Rows
 from .training import training_benchmark
 
-
-
-def one_stream_flops_per_pair(device: torch.device, batch: int = 64) -> float:
-    """Counted forward FLOPs per pair of the measured OneStreamModel (d 256, L 2) on random tokens."""
-    from ...model import OneStreamModel
-    gen = torch.Generator().manual_seed(0)
-    one = OneStreamModel(head_config(), C_V, C_T, T_V).to(device).eval()
-    img = torch.randn(batch, T_V, C_V, generator=gen).to(device)
-    txt, mask = random_text_tokens(batch, gen, device=device)
-    idx = torch.arange(batch, device=device)
-    with torch.inference_mode():
-        return count_flops(lambda: score_pairs(one, img, txt, mask, idx, idx, batch)) / batch
 
 
 def cost_model_benchmark(rows: Rows, device: torch.device, sizes: dict, inference: dict, exhaustive: dict,
@@ -57,12 +45,21 @@ def cost_model_benchmark(rows: Rows, device: torch.device, sizes: dict, inferenc
     curves = inference["curves"]
     ns = np.array(curves["N"], dtype=float)
     two = fit_cost_model(ns, CAPS_PER_IMAGE * ns, curves["two_stream"])
-    points = [dict(n_images=n, n_captions=CAPS_PER_IMAGE * n, **measure_exhaustive(n, device, encoders))
-              for n in sizes["fit_ns"]]
+    last = sizes["fit_ns"][-1]
+    measure_exhaustive(2, device, encoders, sizes["pair_batch"])  # warm-up: the first call pays one-off costs
+
+    def best_of_2(n):  # the faster of two runs: other processes share these cores
+        runs = [measure_exhaustive(n, device, encoders, sizes["pair_batch"], count=n == last and r == 0)
+                for r in range(2)]
+        best = min(runs, key=lambda r: r["seconds"])
+        return {**best, "joint_flops": runs[0].get("joint_flops")}
+    points = [dict(n_images=n, n_captions=CAPS_PER_IMAGE * n, **best_of_2(n)) for n in sizes["fit_ns"]]
     one = fit_cost_model([p["n_images"] for p in points], [p["n_captions"] for p in points],
                          [p["seconds"] for p in points])
-    flops_pair = one_stream_flops_per_pair(device)
-    paper, paper_info = paper_class_model(one, flops_pair)
+    # FLOP/s the measured joint passes achieve on this machine (largest fit point, real captions)
+    achieved = points[-1]["joint_flops"] / points[-1]["joint_s"]
+    flops_pair = points[-1]["joint_flops"] / points[-1]["pairs"]
+    paper, paper_info = paper_class_model(one, achieved)
     models = {"measured one-stream (d256 L2, 21 tokens)": one, "paper class (12 x 768, 100 tokens)": paper}
     n_x = exhaustive["n_images"]
     predicted = float(one.time(n_x, CAPS_PER_IMAGE * n_x))
@@ -78,7 +75,8 @@ def cost_model_benchmark(rows: Rows, device: torch.device, sizes: dict, inferenc
               "models": {}}
     for name, model in models.items():
         n_star = crossing_n(two, model, PAPER_INFERENCE_RATIO, CAPS_PER_IMAGE)
-        small, large = two.a / model.a, two.b / model.b if model.b else float("inf")
+        small = two.a / model.a if model.a else None
+        large = two.b / model.b if model.b else None  # None: b fitted as 0 (no per-pair cost resolved)
         result["models"][name] = {"a": model.a, "b": model.b, "crossing_n_images": n_star,
                                   "ratio_small_n_limit": small, "ratio_large_n_limit": large}
         cols = dict(device=dev, variant=name)

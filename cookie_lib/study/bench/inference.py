@@ -14,7 +14,7 @@ import torch
 from ...model import CookieModel, OneStreamModel, TextEncoder, VisualEncoder
 from ..report import PAPER_INFERENCE_RATIO
 from .shapes import CAPS_PER_IMAGE, C_T, C_V, IMAGE_SIZE, T_V, fixture_captions, head_config, random_text_tokens
-from .timing import Rows, extrapolate_linear, sync, timed
+from .timing import Rows, count_flops, extrapolate_linear, sync, timed
 
 
 def one_stream_pairs(n_images: int, caps_per_image: int = CAPS_PER_IMAGE) -> int:
@@ -24,11 +24,16 @@ def one_stream_pairs(n_images: int, caps_per_image: int = CAPS_PER_IMAGE) -> int
 
 @torch.no_grad()
 def score_pairs(model: OneStreamModel, img_tokens, txt_tokens, txt_mask, img_idx, txt_idx, batch: int = 1024):
-    """One-stream scores of the pairs (img_idx[k], txt_idx[k]), ``batch`` pairs per joint pass -> [P]."""
+    """One-stream scores of the pairs (img_idx[k], txt_idx[k]), ``batch`` pairs per joint pass -> [P].
+
+    Each pass is trimmed to its longest caption (padding columns are masked out of attention, so the
+    scores do not change; the cost does): order pairs by caption length to make passes short."""
     out = []
     for s in range(0, len(img_idx), batch):
         i, j = img_idx[s:s + batch], txt_idx[s:s + batch]
-        out.append(model.score(img_tokens[i], txt_tokens[j], txt_mask[j]))
+        mask = txt_mask[j]
+        width = max(int(mask.sum(1).max()), 1)
+        out.append(model.score(img_tokens[i], txt_tokens[j, :width], mask[:, :width]))
     return torch.cat(out)
 
 
@@ -91,11 +96,13 @@ def measure_unit_costs(device: torch.device, sizes: dict, encoders=None, gen_see
 
 
 def measure_exhaustive(n_images: int, device: torch.device, encoders=None, pair_batch: int = 1024,
-                       seed: int = 0) -> dict:
+                       seed: int = 0, count: bool = False) -> dict:
     """One-stream retrieval over n images x 5n captions, end to end and measured (not extrapolated):
     encode n random images and 5n fixture captions, then score every one of the 5 n^2 pairs with a
     (randomly initialised: time does not depend on the weights) OneStreamModel, ``pair_batch`` pairs
-    per pass, and take the top-10 both ways. Returns ``{"seconds", "pairs", "encode_s", "joint_s"}``."""
+    per pass, and take the top-10 both ways. Returns ``{"seconds", "pairs", "encode_s", "joint_s"}``, and
+    with ``count`` also ``joint_flops``: the joint passes' FLOPs (FlopCounterMode, counted afterwards in
+    train mode so attention takes the explicit path the counter sees; not timed)."""
     gen = torch.Generator().manual_seed(seed)
     visual, text = encoders if encoders is not None else default_encoders()
     visual, text = visual.to(device).eval(), text.to(device).eval()
@@ -113,14 +120,23 @@ def measure_exhaustive(n_images: int, device: torch.device, encoders=None, pair_
         txt_tok, txt_mask = text(enc["input_ids"].to(device), enc["attention_mask"].to(device))
         sync(device)
         t1 = time.perf_counter()
-        ii = torch.arange(n_images, device=device).repeat_interleave(m)
-        jj = torch.arange(m, device=device).repeat(n_images)
-        scores = score_pairs(one, img_tok, txt_tok, txt_mask, ii, jj, pair_batch).view(n_images, m)
+        # caption-major, captions by length: each joint pass is as short as its longest caption
+        by_len = torch.argsort(txt_mask.sum(1), stable=True)
+        jj = by_len.repeat_interleave(n_images)
+        ii = torch.arange(n_images, device=device).repeat(m)
+        flat = score_pairs(one, img_tok, txt_tok, txt_mask, ii, jj, pair_batch)
+        scores = torch.empty(n_images, m, device=device, dtype=flat.dtype)
+        scores[ii, jj] = flat
         k = min(10, n_images)
         scores.topk(min(10, m), dim=1), scores.T.topk(k, dim=1)
         sync(device)
         t2 = time.perf_counter()
-    return {"seconds": t2 - t0, "pairs": n_images * m, "encode_s": t1 - t0, "joint_s": t2 - t1}
+    out = {"seconds": t2 - t0, "pairs": n_images * m, "encode_s": t1 - t0, "joint_s": t2 - t1}
+    if count:
+        one.train()
+        with torch.no_grad():
+            out["joint_flops"] = count_flops(lambda: score_pairs(one, img_tok, txt_tok, txt_mask, ii, jj, pair_batch))
+    return out
 
 
 def inference_benchmark(rows: Rows, device: torch.device, sizes: dict, encoders=None) -> dict:
