@@ -162,7 +162,9 @@ def val_curves(val_epochs: list[list[dict]], metrics=("rsum", "img_r1", "txt_r1"
 
 # ----------------------------------------------------------------------------- ablations (03, 04)
 def grouped_bars(df: pd.DataFrame, variants: list[str], metrics: dict[str, str]):
-    """One panel per task (``{task: metric}``), one bar per variant: mean over seeds, error bar = std."""
+    """One panel per task (``{task: metric}``, tasks the runs lack are left out), one bar per variant:
+    mean over seeds, error bar = std."""
+    metrics = {t: m for t, m in metrics.items() if m in df.columns and df[m].notna().any()}
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.8 * len(metrics), 3.6), squeeze=False)
     g = df.groupby("variant")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -171,13 +173,14 @@ def grouped_bars(df: pd.DataFrame, variants: list[str], metrics: dict[str, str])
         std = g[m].std(ddof=1).reindex(variants).fillna(0.0)
         ax.bar(range(len(variants)), mean, yerr=std, capsize=3, color=colors[:len(variants)])
         ax.set_xticks(range(len(variants)), variants, rotation=35, ha="right", fontsize=8)
-        ax.set_title(f"{task} ({m})", fontsize=10)
+        ax.set_title(task, fontsize=9)
     fig.tight_layout()
     return fig
 
 
 def depth_plot(df: pd.DataFrame, depth: dict[str, int], metrics: dict[str, str]):
-    """Metric vs transformer depth L (mean over seeds, error bar = std), one panel per task."""
+    """Metric vs transformer depth L (mean over seeds, error bar = std), one panel per task present."""
+    metrics = {t: m for t, m in metrics.items() if m in df.columns and df[m].notna().any()}
     d = df[df.variant.isin(depth)].assign(depth=lambda x: x.variant.map(depth))
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2), squeeze=False)
     for ax, (task, m) in zip(axes[0], metrics.items()):
