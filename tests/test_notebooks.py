@@ -60,5 +60,5 @@ def test_parameter_defaults_are_smoke(path):
     assert params["results_dir"] == "runs/smoke/results"
     assert params["seeds"] == [0, 1]
     assert params.get("build_corpus", False) is False  # CI never builds the full corpus
-    assert len(params.get("finetune_seeds", [0])) == 1
+    assert params.get("secondary_seeds", [0, 1]) == [0, 1] and params.get("bootstrap_resamples", 499) <= 999
     load_config(params["profile"])  # the profile exists and validates

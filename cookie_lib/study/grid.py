@@ -33,6 +33,7 @@ from ..evaluate import load_run
 from ..features import CACHE_SEED, SplitFeatures, encode_images, split_features
 from ..model import CookieModel, VisualEncoder
 from ..runtime import atomic_write_json, manifest
+from ..search import export_model
 from ..train import Trainer, load_corpus
 from .downstream import DownstreamSuite, frozen_baseline
 from .onestream import load_onestream, speed_accuracy_table, train_onestream
@@ -49,14 +50,14 @@ VARIANTS: dict[str, dict] = {
     "separate_1": {"model.shared": False, "model.depth": 1},  # two 1-layer stacks: as many head parameters as cookie
     "separate_2": {"model.shared": False},  # two 2-layer stacks: the same compute per embedding as cookie
     "depth_0": {"model.depth": 0},  # projections + final LayerNorm + pooling only
-    "depth_4": {"model.depth": 4},
+    "depth_1": {"model.depth": 1},
     "visual_concept": {"loss.visual_positives": "concept"},  # the labelled ablation: same-concept images as positives
 }
 PRIMARY = ["cookie", "cross_modal_only", "no_visual", "no_textual", "separate_1", "separate_2"]
-SECONDARY = ["depth_0", "depth_4", "visual_concept"]
+SECONDARY = ["depth_0", "depth_1", "visual_concept"]
 LOSS_ABLATION = ["cookie", "cross_modal_only", "no_visual", "no_textual", "visual_concept"]
-HEAD_ABLATION = ["cookie", "separate_1", "separate_2", "depth_0", "depth_4"]
-DEPTH = {"depth_0": 0, "cookie": 2, "depth_4": 4}
+HEAD_ABLATION = ["cookie", "separate_1", "separate_2", "depth_0", "depth_1"]
+DEPTH = {"depth_0": 0, "depth_1": 1, "cookie": 2}
 ONESTREAM = "onestream"  # the one-stream cross-encoder of the speed claim (cookie_lib.study.onestream)
 FROZEN = "frozen"  # pseudo-variant: the pretrained encoders' pooled, PCA-whitened features (unimodal tasks only)
 
@@ -201,8 +202,9 @@ def run_study(profile: str, runs_root: str | Path = "runs", progress: bool = Tru
     and the frozen baseline, as one frame (runs already finished are loaded, not retrained)."""
     run = load_run_profile(profile)
     jobs = [(v, s) for v in PRIMARY for s in run.seeds] + [(v, s) for v in SECONDARY for s in run.secondary_seeds]
-    results = _run_jobs(profile, jobs + [(ONESTREAM, s) for s in run.onestream_seeds], None, runs_root, progress, None)
-    return results_frame(results[:len(jobs)] + [frozen_run(profile, runs_root=runs_root)])
+    onestream = [(ONESTREAM, s) for s in run.onestream_seeds]  # first: the longest jobs should not run last, alone
+    results = _run_jobs(profile, onestream + jobs, None, runs_root, progress, None)
+    return results_frame(results[len(onestream):] + [frozen_run(profile, runs_root=runs_root)])
 
 
 # ----------------------------------------------------------------------------- what the notebooks look at
@@ -254,6 +256,14 @@ def speed_accuracy(profile: str, seeds: list[int], runs_root: str | Path = "runs
     return pd.concat(frames, ignore_index=True)
 
 
+def best_seed(profile: str, variant: str = "cookie", runs_root: str | Path = "runs") -> int:
+    """The seed of ``variant`` with the highest final *validation* RSUM (chosen on val, never on test)."""
+    seeds = load_run_profile(profile).seeds
+    val = {s: json.loads((run_dir(profile, variant, s, runs_root) / "result.json").read_text())["val_epochs"][-1]["rsum"]
+           for s in seeds}
+    return max(val, key=val.get)
+
+
 def split_features_for(profile: str, extra: dict | None, corpus: KarpathyCorpus) -> None:
     """Make sure the cached train/val features of a profile exist (computing them if needed)."""
     cfg = load_config(profile, extra)
@@ -289,7 +299,15 @@ def main(argv: list[str] | None = None) -> None:
     o.add_argument("--seed", type=int, required=True)
     o.add_argument("--runs-root", default="runs")
     o.add_argument("--extra", default="{}", help="JSON object of dotted config overrides")
+    e = sub.add_parser("export", help="save the best COOKIE run (by validation RSUM) for python -m cookie_lib.search")
+    e.add_argument("--profile", required=True)
+    e.add_argument("--runs-root", default="runs")
+    e.add_argument("--out", required=True, help="model file, e.g. results/model/cookie.pt")
     a = p.parse_args(argv)
+    if a.cmd == "export":
+        seed = best_seed(a.profile, "cookie", a.runs_root)
+        print(f"exported cookie seed {seed} -> {export_model(run_dir(a.profile, 'cookie', seed, a.runs_root), a.out)}")
+        return
     if a.cmd == "study":
         df = run_study(a.profile, a.runs_root, progress=not a.no_progress)
         print(df.drop(columns="per_query").groupby("variant", sort=False).mean(numeric_only=True).round(2).to_string())
