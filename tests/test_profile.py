@@ -23,8 +23,11 @@ def _write(tmp_path, text: str):
 def test_committed_profiles_load(name):
     prof = load_run_profile(name)
     assert prof.profile == name and prof.seeds and prof.workers >= 1
-    assert prof.config.data.dataset.endswith("dataset_emoji.json")
+    assert prof.config.data.dataset.endswith((".json"))
     assert prof.results_path.is_absolute()
+    if name == "default":  # the pre-registered contrasts need >= 5 paired seeds; downstream sets are separate files
+        assert len(prof.seeds) >= 5 and len(prof.secondary_seeds) >= 3
+        assert prof.config.data.dataset not in (prof.downstream_emoji, prof.downstream_oca)
 
 
 @pytest.mark.parametrize("text,patterns", [

@@ -1,7 +1,5 @@
-"""cookie_lib.study.report: summary table, Markdown writer, benchmark CSV parsing, summary.md, README blocks."""
+"""cookie_lib.study.report: summary table, Markdown writer, convergence and claims views, README blocks."""
 from __future__ import annotations
-
-import math
 
 import pandas as pd
 import pytest
@@ -41,51 +39,34 @@ def test_to_markdown_table_shapes():
     assert plain.splitlines() == ["| x | y |", "|---|---|", "| 1 | p |", "| 2 | q |"]
 
 
-@pytest.mark.parametrize("structured", [False, True])
-def test_inference_ratio_takes_the_largest_gallery(tmp_path, structured):
-    rows = [("inference", "cpu N=100 M=500", "ratio_two_over_one", 0.01, 100),
-            ("inference", "cpu N=5000 M=25000", "ratio_two_over_one", 0.002, 5000),
-            ("inference", "cpu N=1000 M=5000", "ratio_two_over_one", 0.004, 1000),
-            ("inference", "cpu N=5000 M=25000", "two_stream_s", 3.0, 5000)]
-    cols = ["benchmark", "setting", "metric", "value", "n_images"]
-    df = pd.DataFrame(rows, columns=cols)
-    if structured:  # the parser must use n_images, not the setting string
-        df["setting"] = ["small", "large", "medium", "large"]
-    else:
-        df = df.drop(columns="n_images")
-    df.to_csv(tmp_path / "b.csv", index=False)
-    got = R.inference_ratio(tmp_path / "b.csv")
-    assert got == {"setting": "large" if structured else "cpu N=5000 M=25000", "ratio": 0.002}
-    assert R.inference_ratio(tmp_path / "absent.csv") is None
-    row = R.inference_claim_row(got)
-    assert row["b"] == R.PAPER_INFERENCE_RATIO and row["diff (relative %)"] == round(100 * (0.002 / 0.003 - 1), 1)
-    assert math.isnan(row["p (Welch)"])
+def test_frozen_baseline_row_is_deterministic_and_missing_metrics_are_dashes():
+    runs = pd.concat([_runs(), pd.DataFrame([{"variant": "frozen", "seed": None, "img_r1": 30.0}])], ignore_index=True)
+    t = R.summary_table(runs, ["rsum", "img_r1"])
+    assert t.loc["frozen", "seeds"] == 0 and t.loc["frozen", "img_r1"] == "30.0" and t.loc["frozen", "rsum"] == "-"
 
 
-def test_summary_markdown_sections_frozen_row_and_ft_runs_left_out():
-    runs = pd.concat([_runs(), pd.DataFrame([{"variant": "a_ft", "seed": 0, "rsum": 1.0, "img_r1": 1.0}])])
-    claims = pd.DataFrame([{"claim": "a beats b", "paper": "a > b", "comparison": "a vs b", "metric": "rsum",
-                            "diff (points)": 102.0, "diff (relative %)": 102.0, "p (Welch)": 0.01,
-                            "reproduced?": "yes"}])
-    md = R.summary_markdown("smoke", [0, 1, 2], runs, {"img_r1": 12.34}, claims,
-                            {"setting": "N=5000", "ratio": 0.0015})
-    assert md.startswith("# COOKIE replication: results (smoke profile, seeds [0, 1, 2])")
-    headline = R.section(md, "Headline metrics")
-    assert "a_ft" not in headline and "| frozen encoders | - | - | 12.3 |" in headline
-    claims_text = R.section(md, "Claims")
-    assert "**a beats b**" in claims_text and "reproduced, +102.00 points" in claims_text
-    assert "1.5/1000" in claims_text and "0.50x the paper's ratio" in claims_text
-    with pytest.raises(ValueError, match="no '## Nope' section"):
-        R.section(md, "Nope")
+def test_write_table_writes_csv_and_markdown(tmp_path):
+    R.write_table(R.summary_table(_runs(), ["rsum"]), tmp_path / "t")
+    assert (tmp_path / "t.csv").read_text().startswith("variant,seeds,rsum")
+    assert (tmp_path / "t.md").read_text().startswith("| variant | seeds | rsum |")
 
 
-@pytest.mark.parametrize("verdict,words", [("yes", "reproduced,"), ("no: within noise", "within noise"),
-                                           ("no: opposite", "the opposite holds"), ("undetermined", "undetermined")])
-def test_claim_sentence_per_verdict(verdict, words):
-    row = {"claim": "c", "comparison": "a vs b", "metric": "m", "paper": "p", "diff (points)": -1.0,
-           "diff (relative %)": -2.0, "p (Welch)": 0.5, "reproduced?": verdict}
-    s = R.claim_sentence(row)
-    assert words in s and "-1.00 points (-2.0 %)" in s
+def test_convergence_table_changes_and_final_lr():
+    results = [{"val_epochs": [{"rsum": 10.0}, {"rsum": 20.0}, {"rsum": 21.0}, {"rsum": 21.5}],
+                "history": [{"lr": 1.0}, {"lr": 0.5}, {"lr": 0.1}]}] * 2
+    t = R.convergence_table(results, ["rsum", "absent"])
+    assert list(t.index) == ["rsum"]
+    assert t.loc["rsum", "final"] == 21.5 and t.loc["rsum", "change, last epoch"] == 0.5
+    assert t.loc["rsum", "change, last half"] == 0.5 and t.loc["rsum", "final lr / peak lr"] == 0.1
+
+
+def test_claims_view_formats_ci_and_p_values():
+    row = {"id": "P1", "family": "primary", "claim": "c", "a": "a", "b": "b", "metric": "m", "n_seeds": 5,
+           "diff": 1.234, "rel_pct": 5.67, "ci_low": 0.5, "ci_high": 2.0, "p_raw": 0.0001, "p_holm": 0.04,
+           "mde": 1.5, "paper": "+5.7 %", "verdict": "reproduced"}
+    v = R.claims_view(pd.DataFrame([row]))
+    assert v.loc[0, "95 % CI"] == "[+0.50, +2.00]" and v.loc[0, "p"] == "< 0.001" and v.loc[0, "p (Holm)"] == "0.040"
+    assert v.loc[0, "diff (points)"] == 1.23 and v.loc[0, "verdict"] == "reproduced"
 
 
 def test_readme_blocks_need_markers_and_match_committed_results():
