@@ -219,24 +219,30 @@ def config_from_dict(values: dict | None = None, overrides: dict | None = None) 
     return validate(_build(Config, tree, ""))
 
 
+def read_profile(profile: str | Path) -> tuple[Path, dict]:
+    """``(path, mapping)`` of ``profiles/NAME.yaml`` (a bare name) or a path (relative = to the project root);
+    ConfigError naming the file when it is missing, not YAML, or not a mapping."""
+    path = Path(profile)
+    if not path.suffix:
+        path = project_root() / "profiles" / f"{profile}.yaml"
+    elif not path.is_absolute() and not path.exists():
+        path = project_root() / path
+    if not path.exists():
+        raise ConfigError(f"profile {str(path)!r} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"profile {str(path)!r} is not valid YAML: {err}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"profile {str(path)!r} must be a YAML mapping (optionally under 'config:'), "
+                          f"got {type(values).__name__}")
+    return path, values
+
+
 def load_config(profile: str | Path | None = None, overrides: dict | None = None) -> Config:
     """Load ``profiles/NAME.yaml`` (or a path) and apply dotted overrides; validated."""
-    values: dict = {}
-    if profile is not None:
-        path = Path(profile)
-        if not path.suffix:
-            path = project_root() / "profiles" / f"{profile}.yaml"
-        if not path.exists():
-            raise ConfigError(f"profile {str(path)!r} does not exist")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"profile {str(path)!r} is not valid YAML: {err}") from None
-        if not isinstance(values, dict):
-            raise ConfigError(f"profile {str(path)!r} must be a YAML mapping (optionally under 'config:'), "
-                              f"got {type(values).__name__}")
-        values = values.get("config", values)  # a profile may hold other run-level keys beside "config"
-    return config_from_dict(values, overrides)
+    values = {} if profile is None else read_profile(profile)[1]
+    return config_from_dict(values.get("config", values), overrides)  # run-level keys may sit beside "config"
 
 
 def project_root() -> Path:

@@ -21,6 +21,8 @@ Conventions shared by every function here
   100 MB above the embeddings at 5,000 images x 25,000 captions. mAP still builds [c, G] masks.
 
 ``python -m cookie_lib.study.bench`` times a 5,000 x 25,000 evaluation and its peak memory.
+
+Why one long module: every ranking metric shares the same input checks, tie rule and chunking; split apart they would repeat them.
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ so a 64 px input gives a 4 x 4 grid (:func:`visual_tokens_for`).
 
 The encoders are optional: with frozen encoders the training loop caches their token outputs once
 (:mod:`cookie_lib.features`) and only :class:`CookieModel` (projections + head) trains.
+
+Why one long module: the encoders, the head and the one-stream model are read together (nanoGPT style: the whole model in one file).
 """
 from __future__ import annotations
 

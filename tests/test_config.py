@@ -78,7 +78,7 @@ def test_valid_override_round_trips():
     cfg = load_config("smoke", {"loss.visual": 0.5, "model.freeze_text": 2, "train.lr": 1, "model.shared": False})
     assert cfg.loss.visual == 0.5 and cfg.model.freeze_text == 2 and cfg.model.shared is False
     assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)  # int -> float is allowed
-    assert cfg.model.dim == 64 and cfg.train.num_views == 3  # the profile's values are kept
+    assert cfg.model.dim == 64 and cfg.train.num_views == 4  # the profile's values are kept
     again = config_from_dict(cfg.to_dict())
     assert again == cfg and again.to_dict() == cfg.to_dict()
     assert config_from_dict() == Config()

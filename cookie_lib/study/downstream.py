@@ -25,6 +25,8 @@ Frozen-encoder token features are cached exactly as for training (:func:`cookie_
 the text-only WordNet task has its own text-token cache keyed by the encoder config and the file's hash.
 :func:`frozen_baseline` scores the unimodal tasks with the pretrained encoders' pooled features,
 PCA-whitened on the pre-training set.
+
+Why one long module: the four downstream tasks share one cache, one embedding pass and the per-query output format.
 """
 from __future__ import annotations
 

@@ -16,6 +16,8 @@ KEY is the upper-case hex code points joined by "-", with FE0F removed. Only bas
 skin-tone variants) are used and the CLDR "component" group is excluded. Splits are by concept,
 stratified by subgroup and grouped by family (variants of one base emoji, flags, keycaps, clock faces never
 span two splits; flags and other families of > 10 concepts are always train), from a seeded SHA-256 hash, so rebuilding gives byte-identical files.
+
+Why one long module: fetching, key normalisation, family splits, captions and rendering are one builder, each step small.
 """
 from __future__ import annotations
 

@@ -22,6 +22,8 @@ crop to content, pad to a square, 64 px; drop near-blank renders and near-copies
 image (perceptual hash plus a colour check, see ``emoji_matches``); split by
 caption set (the record key) with whole near-duplicate groups (pHash within ``GROUP_MAX_DISTANCE``)
 kept in one split, stratified by top-level category.
+
+Why one long module: .deb unpacking, RDF metadata, caption cleaning, rendering and de-duplication are one builder, each step small.
 """
 from __future__ import annotations
 

@@ -19,9 +19,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 
-from ..config import Config, ConfigError, config_from_dict, project_root
+from ..config import Config, ConfigError, config_from_dict, project_root, read_profile
 
 CONFIG_KEY = "config"  # the training config's section; everything else at the top level is run-level
 
@@ -119,13 +118,7 @@ def run_profile_from_dict(values: dict, where: str = "profile", overrides: dict 
 
 def load_run_profile(name_or_path: str | Path, overrides: dict | None = None) -> RunProfile:
     """Read and validate ``profiles/NAME.yaml`` (or a path): run-level keys and the training config."""
-    path = profile_path(name_or_path)
-    if not path.exists():
-        raise ConfigError(f"profile {str(path)!r} does not exist")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"profile {str(path)!r} is not valid YAML: {err}") from None
+    path, values = read_profile(profile_path(name_or_path))
     prof = run_profile_from_dict(values, str(path), overrides)
     prof.path = path
     prof.profile = prof.profile or path.stem

@@ -40,6 +40,8 @@ are missing is ``not run``; one with fewer seeds than the pre-registered minimum
     df = claims_table(results, load_prereg())
     df.to_csv("results/claims.csv", index=False); claims_figure(df, "results/fig_claims.png")
     print(claims_prose(df))
+
+Why one long module: the statistics, the verdict rules and their figure/prose must stay one consistent framework.
 """
 from __future__ import annotations
 
