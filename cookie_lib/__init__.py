@@ -4,9 +4,11 @@
     cfg = load_config("default", {"loss.visual": 0.0})
     state = Trainer(cfg, "runs/no-visual").run()
 
-Modules: config (typed run configuration), data (Karpathy format), emoji (the offline corpus builder),
-model (encoders, weight-sharing transformer, one-stream baseline), losses (the three InfoNCE losses),
-features (frozen-encoder cache), train, evaluate, metrics, runtime (atomic writes, seeds, manifests).
+Modules (the core): config (typed run configuration), data (Karpathy format), model (encoders,
+weight-sharing transformer, one-stream model), losses (the three InfoNCE losses), step (the training step,
+pair sampling, optimiser groups, schedule), features (frozen-encoder cache), train, evaluate, search,
+metrics, runtime (atomic writes, locks, seeds, manifests). The replication study (corpora, variants grid,
+verdicts, reports, benchmarks) lives in ``cookie_lib.study`` and imports the core, never the reverse.
 """
 import os
 

@@ -1,6 +1,7 @@
 """Clean-sources gate for notebooks/*.ipynb (their execution is CI's ``pytest --nbval-lax notebooks/``).
 
-Committed notebooks carry no outputs or execution counts, run on the ``python3`` kernel, and start with
+Committed notebooks carry no outputs or execution counts, except the cells marked ``# NBVAL_CHECK_OUTPUT``
+whose expected smoke-profile text output nbval compares (``scripts/update_nbval_refs.py`` writes them); they run on the ``python3`` kernel, and start with
 exactly one ``parameters`` cell (papermill injects after it) whose defaults are the fast smoke profile,
 because nbval cannot inject parameters.
 """
@@ -44,7 +45,13 @@ def test_clean_sources(path):
     nb = _read(path)
     assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
     code = [c for c in nb.cells if c.cell_type == "code"]
+    checked = [c for c in code if "# NBVAL_CHECK_OUTPUT" in c.source]
+    assert checked, "each notebook needs at least one cell whose output nbval checks (# NBVAL_CHECK_OUTPUT)"
     for i, cell in enumerate(code):
+        if cell in checked:  # nbval compares only cells that were run: they keep their expected smoke output
+            assert cell.get("outputs") and all(o.output_type == "stream" for o in cell.outputs), \
+                f"checked code cell {i} needs its expected text output (scripts/update_nbval_refs.py)"
+            continue
         assert cell.get("outputs") == [], f"code cell {i} has outputs: strip them (nbstripout)"
         assert cell.get("execution_count") is None, f"code cell {i} has an execution count"
     tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]

@@ -146,8 +146,7 @@ def speed_sentence(speed: pd.DataFrame) -> str:
     for gallery, rows in v.groupby("gallery", sort=False):
         two = rows[rows.method == "two-stream"].iloc[0]
         for _, r in rows[rows.method != "two-stream"].iterrows():
-            k = f" (k = {int(r.k)})" if pd.notna(r.k) and r.method != "one-stream exhaustive" else ""
-            lines.append(f"- {gallery}: {r.method}{k} reaches R@1 {r.i2t_r1:.1f} / {r.t2i_r1:.1f} (i2t / t2i) in "
+            lines.append(f"- {gallery}: {r.method} reaches R@1 {r.i2t_r1:.1f} / {r.t2i_r1:.1f} (i2t / t2i) in "
                          f"{r.seconds:.2f} s, against {two.i2t_r1:.1f} / {two.t2i_r1:.1f} in {two.seconds:.3f} s for "
                          f"the two-stream model ({r.seconds / max(two.seconds, 1e-9):,.0f} x the time).")
     return "\n".join(lines) + "\n"

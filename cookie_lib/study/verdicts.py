@@ -448,10 +448,11 @@ def _sentence(r: pd.Series) -> str:
 
 
 # ----------------------------------------------------------------------------- the study's table, once
-def inputs_digest(results: pd.DataFrame, prereg_path: str | Path = DEFAULT_PREREG) -> str:
-    """sha256 over the pre-registration and every run's (variant, seed, per-query lists): what the claims
-    table is a function of. A claims.csv computed from other inputs is stale."""
+def inputs_digest(results: pd.DataFrame, n_resamples: int, prereg_path: str | Path = DEFAULT_PREREG) -> str:
+    """sha256 over the pre-registration, the number of bootstrap resamples and every run's (variant, seed,
+    per-query lists): what the claims table is a function of. A claims.csv computed from other inputs is stale."""
     h = hashlib.sha256(Path(prereg_path).read_bytes())
+    h.update(f"n_resamples={n_resamples}".encode())
     for _, r in results.sort_values(["variant", "seed"], na_position="first").iterrows():
         h.update(repr((r.variant, None if pd.isna(r.seed) else int(r.seed),
                        sorted((k, tuple(np.round(v, 6))) for k, v in r.per_query.items()))).encode())
@@ -466,7 +467,7 @@ def study_claims(results: pd.DataFrame, csv_path: str | Path, n_resamples: int =
 
     csv_path = Path(csv_path)
     digest_path = csv_path.with_name(csv_path.name + ".digest")
-    digest = inputs_digest(results)
+    digest = inputs_digest(results, n_resamples)
     if csv_path.exists() and digest_path.exists() and digest_path.read_text().strip() == digest:
         return pd.read_csv(csv_path)
     df = claims_table(results, n_resamples=n_resamples)
