@@ -190,7 +190,8 @@ def test_unknown_split_is_reported_with_the_other_problems(coco_copy, capsys):
     data["images"][0]["sentences"][0]["raw"] = ""
     write(path, data)
     msg = problems(path)
-    assert msg.startswith("2 problem(s)") and "images[0] (imgid=0): sentences[0]" in msg
+    # three problems: the empty caption, the unknown split, and (so) an empty 'val' split
+    assert msg.startswith("3 problem(s)") and "images[0] (imgid=0): sentences[0]" in msg and "split 'val' is empty" in msg
     assert (f"unknown split 'validation' in {len(vals)} record(s) (first: images[{vals[0]}]); known splits: "
             "['train', 'val', 'test', 'restval']") in msg
     assert D.main(["validate", str(path)]) != 0  # the CLI reports it too

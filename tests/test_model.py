@@ -148,7 +148,7 @@ def live_encoders():
 def test_gradients_reach_projections_head_and_unfrozen_encoders(live_encoders):
     cfg, (visual, text) = live_encoders
     torch.manual_seed(0)
-    model = CookieModel(cfg.model, visual.out_dim, text.out_dim, visual_tokens_for(cfg.model.image_size))
+    model = CookieModel(cfg.model, visual.out_dim, text.out_dim, visual_tokens_for(cfg.model.image_size, cfg.model.visual_layer))
     visual.train()
     text.train()
     assert visual.training, "an unfrozen visual encoder must be trainable (BatchNorm in train mode)"

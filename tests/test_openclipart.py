@@ -158,7 +158,7 @@ def test_build_fixture(tmp_path, emoji_dir):
 def test_build_without_emoji_keeps_the_flag_and_max_drawings(tmp_path):
     rep = O.build(tmp_path / "c", deb=FIXTURE, emoji_images=tmp_path / "missing", progress=False)
     assert rep["images"] == 12 and rep["emoji_images_compared"] == 0
-    rep = O.build(tmp_path / "d", deb=FIXTURE, max_drawings=6, test_frac=0.5, val_frac=0.0, progress=False)
+    rep = O.build(tmp_path / "d", deb=FIXTURE, max_drawings=6, test_frac=0.4, val_frac=0.4, progress=False)
     assert rep["eligible"] == 6 and rep["splits"]["test"]["images"] >= 1
     from cookie_lib.data import DataValidationError
     with pytest.raises(DataValidationError, match="split 'val' is empty"):  # validated before the rename

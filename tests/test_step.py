@@ -9,7 +9,7 @@ import torch
 from cookie_lib.config import load_config, resolve_path
 from cookie_lib.features import ImageTokens, TextTokens, split_features
 from cookie_lib.losses import CookieLoss
-from cookie_lib.model import CookieModel, visual_tokens_for
+from cookie_lib.model import CookieModel
 from cookie_lib.step import (CookieStep, NonFiniteLossError, build_optimizer, epoch_batches, lr_lambda,
                              param_groups, step_generator, train_step)
 
@@ -41,7 +41,7 @@ def smoke_parts(smoke_corpus):
                            resolve_path(cfg.data.dataset))
     torch.manual_seed(0)
     model = CookieModel(cfg.model, feats.image_tokens.shape[-1], feats.text_tokens.shape[-1],
-                        visual_tokens_for(cfg.model.image_size))
+                        feats.image_tokens.shape[-2])
     loss = CookieLoss(cfg.loss)
     return cfg, feats, model, loss
 
@@ -79,7 +79,7 @@ def test_encoder_groups_take_encoder_lr_and_skip_frozen_parameters():
 
 def _one_step(cfg, feats, model_state, loss_state, step=0):
     cfg_model = CookieModel(cfg.model, feats.image_tokens.shape[-1], feats.text_tokens.shape[-1],
-                            visual_tokens_for(cfg.model.image_size))
+                            feats.image_tokens.shape[-2])
     cfg_model.load_state_dict(model_state)
     loss = CookieLoss(cfg.loss)
     loss.load_state_dict(loss_state)

@@ -81,9 +81,9 @@ def test_retrieval_on_seen_concepts_beats_chance(trained):
     assert rsum > mean + max(100.0, 5 * sd), f"train rsum {rsum:.1f} vs chance {mean:.1f} +- {sd:.1f}"
 
 
-@pytest.mark.xfail(strict=True, reason="known limitation: the fixture's val split holds 8 concepts unseen in "
-                   "training (23 images); after 6 smoke epochs val rsum (~192) is below the random-embedding "
-                   "chance level of that split (~229). strict: this test fails loudly once it starts passing")
+@pytest.mark.xfail(strict=True, reason="known limitation: the fixture's val split holds 7 concepts unseen in "
+                   "training (21 images); after a few smoke epochs on 72 images val rsum stays below the "
+                   "random-embedding chance level of that split. strict: this test fails loudly once it starts passing")
 def test_val_retrieval_beats_chance(trained):
     mean, sd = _chance_rsum(trained.val_feats)
     rsum = trained.state.epochs[-1]["rsum"]

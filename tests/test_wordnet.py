@@ -61,7 +61,7 @@ def test_interrupted_build_keeps_previous(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(W.json, "dump", boom)
+    monkeypatch.setattr(W.json, "dumps", boom)
     with pytest.raises(KeyboardInterrupt):
         W.build(tmp_path, n_synsets=4, data_noun=FIXTURE)
     assert (tmp_path / "wordnet_task.json").read_bytes() == before
