@@ -165,7 +165,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
     visual = text = None
     m = cfg.model
     if any(k.startswith("visual_encoder.") for k in state):  # fine-tuned: the encoder's own weights are saved
-        visual = VisualEncoder(m.visual_backbone, m.visual_weights, m.freeze_visual)
+        visual = VisualEncoder(m.visual_backbone, m.visual_weights, m.freeze_visual, m.visual_layer)
         visual.load_state_dict(_sub_state(state, "visual_encoder."))
         visual = visual.to(device).eval()
     if any(k.startswith("text_encoder.") for k in state):

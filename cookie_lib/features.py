@@ -201,6 +201,10 @@ def split_features(cfg: Config, records: list[ImageRecord], split: str, views: i
     blob = _load_cache(path, records, len(texts), views) if path.exists() else None
     if blob is None:
         m = cfg.model
+        if encoders is not None and getattr(encoders[0], "visual_layer", "all") != m.visual_layer:
+            # the cache is keyed by the config: tokens of another feature map must never be stored under its key
+            raise ValueError(f"split_features: the given visual encoder keeps visual_layer="
+                             f"{encoders[0].visual_layer!r} but the config says model.visual_layer={m.visual_layer!r}")
         visual, text = encoders or _frozen_encoders(m.visual_backbone, m.visual_weights, m.text_model, m.max_text_len,
                                                     m.visual_layer)
         image_tokens = encode_images(records, visual, cfg.model.image_size, views, CACHE_SEED, desc=split,

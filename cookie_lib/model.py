@@ -131,6 +131,7 @@ class VisualEncoder(nn.Module):
             if missing:
                 raise ValueError(f"{path}: checkpoint does not match {backbone} (missing e.g. {missing[:3]})")
         blocks = _kept_blocks(_feature_blocks(net), visual_layer, backbone)
+        self.visual_layer = visual_layer  # the feature cache checks it against the config it is keyed by
         self.body = nn.Sequential(*blocks)
         self.blocks = list(self.body)
         self.frozen_blocks = _set_trainable(self.blocks, freeze)

@@ -58,15 +58,15 @@ def run_check(device_name: str, visual_weights: str, text_model: str) -> None:
     # CPU: tiny sizes, a correctness run of the same code paths (CI); GPU: realistic sizes.
     batch, n_feats, timed_steps = (128, 512, 5) if cuda else (8, 32, 1)
 
-    def encoders():
-        v = VisualEncoder("mobilenet_v2", visual_weights, "all").float()
-        t = TextEncoder(text_model, "all", 32).float()
+    def encoders(visual_layer="all", max_len=32):
+        v = VisualEncoder("mobilenet_v2", visual_weights, "all", visual_layer).float()
+        t = TextEncoder(text_model, "all", max_len).float()
         return v, t
 
     # --- 1. smoke profile: bf16 training steps through the library's public step, and one evaluation
     amp = "bf16" if cuda else "none"
     cfg = load_config("smoke", {"train.device": device_name, "train.amp": amp, "train.checkpoint_every": 0})
-    enc = encoders()
+    enc = encoders(cfg.model.visual_layer, cfg.model.max_text_len)  # the profile's encoders: its cache key
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, tmp, progress=False, encoders=enc)
         order = epoch_batches(len(trainer.train_feats.records), cfg.train.seed, 0, cfg.train.batch_size)

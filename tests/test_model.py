@@ -228,3 +228,18 @@ def test_frozen_encoders_get_no_grads_and_cnn_stays_in_eval():
     assert all(p.grad is None for p in list(visual.parameters()) + list(text.parameters()))
     assert model.visual_proj.weight.grad is not None
     torch.testing.assert_close(bns[0].running_mean, running, rtol=0, atol=0)  # BN statistics untouched
+
+
+def test_feature_cache_refuses_an_encoder_of_another_feature_map(tmp_path):
+    """Tokens of the whole CNN (4 per image) must never be cached under the key of visual_layer=14 (16)."""
+    from conftest import EMOJI
+
+    from cookie_lib.data import load_karpathy
+    from cookie_lib.features import split_features
+
+    cfg = load_config("smoke", {"data.cache_dir": str(tmp_path)})  # visual_layer 14
+    records = load_karpathy(EMOJI).split("test")[:2]
+    whole = VisualEncoder("mobilenet_v2", "auto", "all")
+    with pytest.raises(ValueError, match="visual_layer='all'.*model.visual_layer=14"):
+        split_features(cfg, records, "test", 1, EMOJI, encoders=(whole, None))
+    assert not list(tmp_path.iterdir())  # nothing was written

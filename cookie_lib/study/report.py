@@ -135,6 +135,7 @@ def speed_view(speed: pd.DataFrame) -> pd.DataFrame:
     keys = ["gallery", "n_images", "n_captions", "method", "k"]
     g = speed.groupby(keys, sort=False, dropna=False)
     out = g[["i2t_r1", "t2i_r1", "seconds", "pairs_scored"]].mean().round({"i2t_r1": 1, "t2i_r1": 1, "seconds": 3})
+    out["pairs_scored"] = out["pairs_scored"].round().astype(int)
     out["seeds"] = g.size()
     return out.reset_index()
 
