@@ -34,6 +34,7 @@ $PY -m cookie_lib.study.grid study --profile "$PARAMS" --no-progress
 say "benchmark: python -m cookie_lib.study.bench $BENCH_ARGS --out $RESULTS"
 $PY -m cookie_lib.study.bench $BENCH_ARGS --out "$RESULTS" || { say "FAILED: benchmark" >&2; exit 1; }
 
+rm -f "$RESULTS/claims.csv.digest"   # the claims table is computed once per run (notebook 03), then shared by 04-06
 for nb in notebooks/0[1-6]_*.ipynb; do
   out="$EXECUTED/$(basename "$nb")"
   say "executing $nb -> $out"
@@ -50,6 +51,7 @@ $PY scripts/build_report.py "$EXECUTED" --out "$RESULTS/report"
 if [[ $RESULTS == results ]]; then $PY scripts/update_readme.py; fi
 
 expected=(data_counts.csv fig_contact_sheet_emoji.png fig_loss_curves.png fig_val_curves.png table_convergence.csv
+          table_convergence_variants.csv fig_val_curves_variants.png
           table_loss_ablation.csv fig_loss_ablation.png table_head_ablation.csv fig_depth.png fig_embedding_space.png
           table_modality_gap.csv table_downstream.csv runs.csv fig_design_matrix.png fig_qualitative_t2i.png
           fig_qualitative_i2t.png speed_accuracy.csv fig_speed_accuracy.png benchmarks.csv inference_cost_model.json

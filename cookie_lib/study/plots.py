@@ -161,6 +161,19 @@ def val_curves(val_epochs: list[list[dict]], metrics=("rsum", "img_r1", "txt_r1"
 
 
 # ----------------------------------------------------------------------------- ablations (03, 04)
+def variant_val_curves(results: dict[str, list[dict]], metric: str = "rsum"):
+    """Validation ``metric`` per epoch, one line per variant (mean over its seeds)."""
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for v, rs in results.items():
+        curve = np.mean([[e[metric] for e in r["val_epochs"]] for r in rs], axis=0)
+        ax.plot(np.arange(1, len(curve) + 1), curve, marker="o", ms=3, label=v)
+    ax.set(xlabel="epoch", ylabel=f"validation {metric}", title=f"validation {metric}, mean over seeds")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def grouped_bars(df: pd.DataFrame, variants: list[str], metrics: dict[str, str]):
     """One panel per task (``{task: metric}``, tasks the runs lack are left out), one bar per variant:
     mean over seeds, error bar = std."""

@@ -105,13 +105,25 @@ def convergence_table(results: list[dict], metrics: list[str]) -> pd.DataFrame:
     return df
 
 
-def convergence_conclusion(conv: pd.DataFrame, first: pd.Series, last: pd.Series) -> str:
+def convergence_by_variant(results: dict[str, list[dict]], metric: str = "rsum") -> pd.DataFrame:
+    """:func:`convergence_table` of one validation metric for every variant (rows), so a reader sees whether
+    each compared model, not only COOKIE, had stopped improving while the learning rate was above zero."""
+    rows = {v: convergence_table(rs, [metric]).iloc[0] for v, rs in results.items() if rs}
+    return pd.DataFrame(rows).T.rename_axis("variant")
+
+
+def convergence_conclusion(conv: pd.DataFrame, first: pd.Series, last: pd.Series,
+                           by_variant: pd.DataFrame | None = None) -> str:
     """Closing text of notebook 02, generated from its convergence table and loss means."""
     falls = ", ".join(f"{k} {first[k]:.2f} -> {last[k]:.2f}" for k in first.index)
     lines = [f"- Every loss term falls (mean of the first vs the last 20 % of steps: {falls})."]
     for m, r in conv.iterrows():
         lines.append(f"- Validation {m}: {r['final']:.1f} after the last epoch; it moved {r['change, last epoch']:+.2f} "
                      f"over the last epoch and {r['change, last half']:+.2f} over the last half of training.")
+    if by_variant is not None and len(by_variant):
+        ch = by_variant["change, last epoch"].astype(float)
+        lines.append(f"- Across all {len(ch)} variants, validation RSUM moved between {ch.min():+.2f} "
+                     f"({ch.idxmin()}) and {ch.max():+.2f} ({ch.idxmax()}) over the last epoch.")
     lr = conv["final lr / peak lr"].iloc[0]
     lines.append(f"- The learning rate ends at {lr:.2f} x its peak (not zero), so a flat curve at the end is a plateau "
                  "of the model, not the schedule stopping it; a curve still rising says the budget, not convergence, "
