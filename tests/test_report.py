@@ -65,7 +65,7 @@ def test_claims_view_formats_ci_and_p_values():
            "diff": 1.234, "rel_pct": 5.67, "ci_low": 0.5, "ci_high": 2.0, "p_raw": 0.0001, "p_holm": 0.04,
            "mde": 1.5, "paper": "+5.7 %", "verdict": "reproduced"}
     v = R.claims_view(pd.DataFrame([row]))
-    assert v.loc[0, "95 % CI"] == "[+0.50, +2.00]" and v.loc[0, "p"] == "< 0.001" and v.loc[0, "p (Holm)"] == "0.040"
+    assert v.loc[0, "95 % bootstrap CI"] == "[+0.50, +2.00]" and v.loc[0, "p"] == "< 0.001" and v.loc[0, "p (Holm)"] == "0.040"
     assert v.loc[0, "diff (points)"] == 1.23 and v.loc[0, "verdict"] == "reproduced"
 
 

@@ -31,7 +31,7 @@ ALL_METRICS = ["emoji_i2t_r1", "emoji_t2i_r1", "emoji_rsum", "emoji_mr", "oca_i2
                "oca_mr", "img_r1", "img_map", "wn_r1", "wn_mrr", "txt_r1", "txt_mrr"]
 HEADLINE_METRICS = ["emoji_mr", "oca_mr", "img_r1", "img_map", "wn_r1", "wn_mrr", "txt_r1"]
 CLAIM_COLUMNS = {"id": "id", "family": "family", "claim": "claim", "a": "a", "b": "b", "metric": "metric",
-                 "n_seeds": "seeds", "diff": "diff (points)", "rel_pct": "diff (relative %)", "ci": "95 % CI",
+                 "n_seeds": "seeds", "diff": "diff (points)", "rel_pct": "diff (relative %)", "ci": "95 % bootstrap CI",
                  "p_raw": "p", "p_holm": "p (Holm)", "mde": "MDE (80 %)", "paper": "paper", "verdict": "verdict"}
 
 RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"

@@ -407,7 +407,7 @@ def claims_prose(df: pd.DataFrame, alpha: float = 0.05) -> str:
     parts = [f"{counts.get(v, 0)} {v}" for v in VERDICTS] + [f"{counts[v]} {v}" for v in (TOO_FEW_SEEDS, NOT_RUN)
                                                              if counts.get(v, 0)]
     lines = [f"Of {len(primary)} pre-registered primary contrasts (Holm-adjusted, alpha = {alpha}): "
-             + ", ".join(parts) + "."]
+             + ", ".join(parts) + ".", "", CI_NOTE]
     for family, title in (("primary", "Primary contrasts (these decide the paper's claims)"),
                           ("secondary", "Secondary contrasts (exploratory: unadjusted p, decide nothing)"),
                           ("sanity", "Sanity checks (cannot fail; not counted as reproduced claims)")):
@@ -420,6 +420,12 @@ def claims_prose(df: pd.DataFrame, alpha: float = 0.05) -> str:
     return "\n".join(lines) + "\n"
 
 
+CI_NOTE = ("*How to read the intervals:* as pre-registered, each 95 % CI is a percentile bootstrap over seeds and "
+           "test queries and is not adjusted for multiplicity; the p-values, the equivalence test and the MDE use the "
+           "bootstrap standard error with a t distribution on seeds - 1 degrees of freedom, which is more "
+           "conservative. An interval that excludes 0 can therefore go with p > 0.05; the verdict follows the test.")
+
+
 def _sentence(r: pd.Series) -> str:
     """One contrast as a sentence from its table row."""
     if r.verdict == NOT_RUN:
@@ -430,7 +436,7 @@ def _sentence(r: pd.Series) -> str:
     p_text = f"Holm p {_p(r.p_holm)}, raw p {_p(r.p_raw)}" if holm else f"p {_p(r.p_raw)}"
     paper = f"; the paper reports {r.paper}" + (" (unit not stated)" if isinstance(r.paper_note, str) and r.paper_note else "")
     effect = (f"{r.a} - {r.b} = {_pts(r['diff'])} points on {r.metric} ({r.mean_a:.2f} vs {r.mean_b:.2f}; "
-              f"{r.rel_pct:+.1f} % relative; 95 % CI {_pts(r.ci_low)} to {_pts(r.ci_high)}; {int(r.n_seeds)} seeds)")
+              f"{r.rel_pct:+.1f} % relative; 95 % bootstrap CI {_pts(r.ci_low)} to {_pts(r.ci_high)}; {int(r.n_seeds)} seeds)")
     if r.verdict == "reproduced":
         why = f"significant in the paper's direction, {p_text}"
     elif r.verdict == "contradicted":
@@ -439,7 +445,8 @@ def _sentence(r: pd.Series) -> str:
         tp = r.tost_p_holm if r.family == "primary" and pd.notna(r.get("tost_p_holm")) else r.tost_p
         why = f"within ± {r.sesoi:g} points (equivalence test p {_p(tp)})"
     elif r.verdict == "inconclusive":
-        why = (f"neither a difference ({p_text}) nor equivalence within ± {r.sesoi:g} points is shown; "
+        why = (f"neither a difference ({p_text}; t test, {int(r.n_seeds) - 1} df) nor equivalence within "
+               f"± {r.sesoi:g} points is shown; "
                f"these runs could detect {r.mde:.2f} points at 80 % power")
     else:
         why = str(r.note)
@@ -483,4 +490,5 @@ def conclusion(df: pd.DataFrame, variants: Iterable[str]) -> str:
     sub = df[df.a.isin(vs) | df.b.isin(vs)].reset_index(drop=True)
     if sub.empty:
         return "No pre-registered contrast involves these variants.\n"
-    return "\n".join(f"- **{r.id}** ({r.family}) {r.claim}: {_sentence(r)}." for _, r in sub.iterrows()) + "\n"
+    return "\n".join([f"- **{r.id}** ({r.family}) {r.claim}: {_sentence(r)}." for _, r in sub.iterrows()]
+                     + ["", CI_NOTE]) + "\n"
