@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from .config import Config, config_from_dict, resolve_path
+from .config import Config, config_from_dict, project_root, resolve_path
 from .data import load_karpathy
 from .evaluate import embed_split, load_run, model_from_state
 from .features import image_transform, load_image, split_features
@@ -65,6 +65,12 @@ def _changed(tuned: torch.nn.Module, pretrained: torch.nn.Module) -> dict[str, t
     return {k: v.detach().cpu().clone() for k, v in tuned.state_dict().items() if not torch.equal(v.cpu(), ref[k])}
 
 
+def _portable(path: str | Path) -> str:
+    """``path`` relative to the project root when it lies inside it (a recorded path must not name this machine)."""
+    p = Path(path).resolve()
+    return p.relative_to(project_root()).as_posix() if p.is_relative_to(project_root()) else str(p)
+
+
 def export_model(run_dir: str | Path, out: str | Path) -> Path:
     """Write ``out``: the run's head weights (float32), config and encoder identifiers.
 
@@ -83,7 +89,7 @@ def export_model(run_dir: str | Path, out: str | Path) -> Path:
     blob = {"format": EXPORT_FORMAT, "config": cfg.to_dict(),
             "model": {k: v.detach().cpu() for k, v in run.model.state_dict().items()},
             "encoders": encoder_identifiers(cfg), "encoder_deltas": deltas,
-            "source": {"run": str(run_dir), "steps": run.steps, "commit": git_commit()}}
+            "source": {"run": _portable(run_dir), "steps": run.steps, "commit": git_commit()}}
     out = Path(out)
     atomic_save(blob, out)
     return out

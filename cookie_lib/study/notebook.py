@@ -43,5 +43,5 @@ def setup(profile_or_params: str | Path | dict, quiet: bool = False) -> tuple[Ru
     results.mkdir(parents=True, exist_ok=True)
     if not quiet:
         print("profile:", run.profile, "| dataset:", run.config.data.dataset, "| seeds:", run.seeds,
-              "| results ->", results)
+              "| results ->", run.results_dir)  # as configured: no machine-specific absolute path in outputs
     return run, results
