@@ -7,8 +7,8 @@
 * text matching: one human-written text of a concept (CLDR label) queries the other kind of text
   (CLDR keyword list) of every concept; R@K and MRR.
 
-:func:`frozen_baseline` scores the same unimodal tasks with the pretrained encoders alone (mean-pooled
-tokens), the reference the paper's "+5.7 % image retrieval / +3.9 % text matching" is read against here.
+The study's frozen-encoder baseline (PCA-whitened pooled features) is
+:func:`cookie_lib.study.downstream.frozen_baseline`.
 
 Command line: evaluate a trained run folder (``checkpoint.pt``, written by :mod:`cookie_lib.train`) on a split
 of its corpus, or of another Karpathy-format corpus, and write the metrics as JSON::
@@ -26,13 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from .config import Config, ConfigError, config_from_dict, resolve_path
 from .data import load_karpathy, text_matching_set
 from .features import ImageTokens, SplitFeatures, TextTokens, split_features
 from .metrics import coco_1k, cross_modal_retrieval, image_retrieval, text_matching
-from .model import CookieModel, TextEncoder, VisualEncoder, masked_mean
+from .model import CookieModel, TextEncoder, VisualEncoder
 from .runtime import atomic_write_json, manifest, pick_device
 
 
@@ -83,13 +82,6 @@ def evaluate_split(model: CookieModel, feats: SplitFeatures, device: torch.devic
     out = cross_modal_retrieval(img, txt[rows], owner, img_keys=[r.key for r in feats.records])
     out.update(unimodal_metrics(img, txt, feats))
     return out
-
-
-def frozen_baseline(feats: SplitFeatures) -> dict[str, float]:
-    """Unimodal tasks with the frozen pretrained encoders: mean-pooled CNN grid / MiniLM token states."""
-    img = F.normalize(feats.image_tokens[0].float().mean(1), dim=-1)
-    txt = F.normalize(masked_mean(feats.text_tokens.float(), feats.text_mask), dim=-1)
-    return unimodal_metrics(img, txt, feats)
 
 
 # ----------------------------------------------------------------------------- a trained run folder

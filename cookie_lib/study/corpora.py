@@ -146,7 +146,8 @@ def build_all(data_dir: Path = DATA_DIR, force: bool = False, progress: bool = T
     ]
     for name, marker, step in steps:
         if marker.exists() and not force and not needs.get(name, set()) & set(done):
-            print(f"{name}: {marker} exists, skipped")
+            print(f"{name}: {marker.relative_to(data_dir.parent) if marker.is_relative_to(data_dir.parent) else marker} "
+                  "exists, skipped")
             continue
         t0 = time.perf_counter()
         done[name] = step()
