@@ -2,7 +2,8 @@
 of the benchmark CSV are in :mod:`cookie_lib.study.report`.
 
 Every figure function returns a matplotlib Figure; ``save_figure`` writes it atomically (temp file in
-the same folder, then ``os.replace``), so an interrupted notebook never leaves a truncated PNG.
+the same folder, then ``os.replace``), so an interrupted notebook never leaves a truncated PNG, and inside
+a notebook displays the saved file as the cell's output (so every figure is inline as well as on disk).
 
     from cookie_lib.study.plots import loss_curves, save_figure
     fig = loss_curves([result["history"] for result in results])
@@ -26,18 +27,59 @@ from ..data import KarpathyCorpus
 LOSS_TERMS = ("cross_modal", "visual", "textual")
 
 
-def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
-    """``fig.savefig`` to a temporary PNG beside ``path``, then rename it over ``path`` (atomic on POSIX)."""
+def figure_title(fig) -> str:
+    """The figure's suptitle, else the first non-empty axes title (joined lines), else ""."""
+    sup = getattr(fig, "_suptitle", None)  # matplotlib keeps the suptitle Text here (None when unset)
+    texts = [sup.get_text() if sup is not None else ""] + [ax.get_title(loc) for ax in fig.axes
+                                                         for loc in ("center", "left", "right")]
+    return next((" ".join(t.split()) for t in texts if t and t.strip()), "")
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (papermill, nbval, JupyterLab), False in a script or a terminal IPython."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def show_saved(path: str | Path, title: str = "") -> None:
+    """Display the PNG at ``path`` as a cell output: the bytes of the file itself, so what the reader sees
+    is what was saved. The output's ``image/png`` metadata carries ``title`` and the file name (no folder,
+    so no machine-specific path lands in a notebook), which the HTML report's contents page lists."""
+    from IPython.display import Image, display
+
+    path = Path(path)
+    meta = {"filename": path.name, **({"title": title} if title else {})}
+    display(Image(filename=str(path), metadata=meta))
+
+
+def save_figure(fig, path: str | Path, dpi: int = 120, show: bool | None = None, close: bool = True) -> Path:
+    """``fig.savefig`` to a temporary PNG beside ``path``, rename it over ``path`` (atomic on POSIX), then
+    display that file inline when ``show`` (default: when running in a Jupyter kernel) and close the figure.
+
+    Displaying the saved file rather than the figure means the notebook output and ``results/`` hold the
+    same image, whatever the matplotlib backend (``run_all.sh`` sets Agg, where nothing is shown by
+    itself). Closing frees the figure (a notebook makes a dozen) and keeps Jupyter's inline backend from
+    showing it a second time; a closed Figure can still be saved or returned.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+        os.chmod(tmp, 0o644)  # mkstemp makes the file private; a results figure is meant to be read
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    if show if show is not None else in_notebook():
+        show_saved(path, figure_title(fig))
+    if close:
+        plt.close(fig)
     return path
 
 
@@ -206,6 +248,15 @@ def depth_plot(df: pd.DataFrame, depth: dict[str, int], metrics: dict[str, str])
 
 
 # ----------------------------------------------------------------------------- downstream (05)
+def design_matrix_caption(mats: dict[str, pd.DataFrame], seed: int) -> str:
+    """The sentence above :func:`design_matrix_figure`, naming the models it plots, in its panel order."""
+    names = " beside ".join(f"**{name}**" for name in mats)
+    designs = sorted({d for m in mats.values() for d in (*m.index, *m.columns)})
+    return (f"R@1 (%) of a query drawn by one designer (rows) against the gallery of another designer (columns), "
+            f"emoji test concepts, {len(designs)} designs ({', '.join(designs)}); seed {seed} of {names}, "
+            "one heatmap each, left to right.")
+
+
 def design_matrix_figure(mats: dict[str, pd.DataFrame]):
     """Heatmaps of cross-design image R@1 (rows: the query's designer, columns: the gallery's), one per model."""
     fig, axes = plt.subplots(1, len(mats), figsize=(4.2 * len(mats), 3.6), squeeze=False)
