@@ -45,8 +45,11 @@ def test_report_pages_links_and_no_network(notebooks, tmp_path):
     assert [p.html for p in pages] == ["01_first.html", "02_figure.html"]  # the unexecuted one is skipped
     assert pages[1].title == "Second, with a figure" and pages[1].figures == 1
     index = (out / "index.html").read_text()
-    links = re.findall(r'href="([^"]+)"', index)
-    assert links == ["01_first.html", "02_figure.html"] and all((out / link).is_file() for link in links)
+    links = re.findall(r'href="([^"#]+)(?:#([^"]+))?"', index)
+    assert [f for f, anchor in links if not anchor] == ["01_first.html", "02_figure.html"]
+    for file, anchor in links:  # every page exists, every anchor of the contents page is an id on its page
+        assert (out / file).is_file() and (not anchor or f'id="{anchor}"' in (out / file).read_text())
+    assert ("02_figure.html", "figure-1") in links  # the figure is listed
     assert "03_clean.ipynb" in index  # named as not rendered
     first = (out / "01_first.html").read_text()
     assert "42" in first  # the executed output is in the page

@@ -3,11 +3,15 @@
     python scripts/build_report.py results/notebooks --out results/report
 
 Each executed ``*.ipynb`` becomes ``NAME.html`` through nbconvert's HTMLExporter (the "lab" template,
-whose CSS is inlined), and ``index.html`` links them in file order. The pages load nothing from the
-network: the template blocks that would pull require.js, MathJax, Mermaid or the widget manager from a
-CDN are emptied (maths then shows as its TeX source), figures are already base64 PNGs inside the
-notebooks, and the build fails if any external script or stylesheet is left. The report folder is built
-in a temporary folder beside ``out`` and then swapped in, so an interrupted build never leaves half a report.
+whose CSS is inlined), and ``index.html`` links them in file order, listing each page's figures and
+tables by title. The pages load nothing from the network: the template blocks that would pull
+require.js, MathJax, Mermaid or the widget manager from a CDN are emptied (maths then shows as its TeX
+source), figures are the base64 PNGs inside the notebooks (``data:`` URIs), and the build fails if any
+external script, stylesheet or image is left. Every table sits in a horizontally scrolling box, so a wide
+table scrolls instead of being clipped at the page edge. A figure's title is the ``title`` of its PNG
+output's metadata (``plots.save_figure`` records the figure's suptitle there), else the heading above it;
+a table's title is the heading above it. The report folder is built in a temporary folder beside ``out``
+and then swapped in, so an interrupted build never leaves half a report.
 """
 from __future__ import annotations
 
@@ -17,21 +21,50 @@ import re
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
 
-# Extends the lab template and empties the blocks that reference a CDN (see module docstring).
+# Extends the lab template: empties the blocks that reference a CDN (see module docstring), gives each
+# PNG its title as alt text (from the output's metadata), and adds the CSS of the table scroll box. The lab
+# output area is a CSS table whose cells grow to their content; a fixed layout keeps it at the page width
+# so the box inside can scroll.
 OFFLINE_TEMPLATE = """{%- extends 'index.html.j2' -%}
 {%- block html_head_js -%}{%- endblock html_head_js -%}
 {%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
 {% block jupyter_widgets %}{% endblock jupyter_widgets %}
+{% block extra_css %}<style type="text/css">
+.jp-OutputArea-child { table-layout: fixed; width: 100%; }
+.cookie-table-scroll { overflow-x: auto; max-width: 100%; }
+.cookie-table-scroll table { margin-left: 0; }
+</style>{% endblock extra_css %}
+{% block data_png scoped %}
+{%- set title = output | get_metadata('title', 'image/png') -%}
+{%- set filename = output | get_metadata('filename', 'image/png') -%}
+<div class="jp-RenderedImage jp-OutputArea-output {{ extra_class }}">
+<img src="data:image/png;base64,{{ output.data['image/png'] | escape_html }}" alt="{{ (title or filename or 'figure') | escape_html }}" data-filename="{{ (filename or '') | escape_html }}">
+</div>
+{%- endblock data_png %}
 """
-# a <script src=...>, <link href=...> or CSS @import that would be fetched from the network
+# a <script src=...>, <link href=...>, <img src=...>, CSS @import/url() that would be fetched from the network
 EXTERNAL = re.compile(r"""<script[^>]*\ssrc\s*=\s*["']?(?:https?:)?//|<link[^>]*\shref\s*=\s*["']?(?:https?:)?//|"""
-                      r"""@import\s+(?:url\()?["']?(?:https?:)?//|import\(\s*["'](?:https?:)?//""", re.IGNORECASE)
+                      r"""<(?:img|iframe|source|video|audio|embed)[^>]*\ssrc\s*=\s*["']?(?:https?:)?//|"""
+                      r"""@import\s+(?:url\()?["']?(?:https?:)?//|import\(\s*["'](?:https?:)?//|"""
+                      r"""url\(\s*["']?(?:https?:)?//""", re.IGNORECASE)
+# what the contents page lists, in page order: headings (remembered as the current section), tables, images
+_ITEMS = re.compile(r"<h([1-6])\b[^>]*>(.*?)</h\1>|<table\b|</table>|<img\b[^>]*>", re.IGNORECASE | re.DOTALL)
+_ATTR = re.compile(r"""\s([\w-]+)\s*=\s*("[^"]*"|'[^']*'|[^\s>]+)""")
+
+
+@dataclass
+class Item:
+    """A figure or table of a page: its anchor in the page, its title and (figures) its file under results/."""
+    kind: str  # "figure" or "table"
+    anchor: str
+    title: str
+    filename: str = ""
 
 
 @dataclass
@@ -40,7 +73,12 @@ class Page:
     html: str  # file name inside the report folder
     title: str
     code_cells: int
-    figures: int
+    figures: int  # image/png outputs of the notebook
+    items: list[Item] = field(default_factory=list)
+
+    @property
+    def tables(self) -> int:
+        return sum(i.kind == "table" for i in self.items)
 
 
 def offline_exporter():
@@ -68,16 +106,63 @@ def notebook_title(nb, fallback: str) -> str:
     return fallback
 
 
+def _plain(fragment: str) -> str:
+    """Text of an HTML fragment: tags dropped, entities decoded, the pilcrow of anchor links removed."""
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", fragment)).replace("¶", "").split())
+
+
+def annotate(body: str) -> tuple[str, list[Item]]:
+    """Wrap every ``<table>`` in a scroll box and give every table and embedded image an anchor id.
+
+    Returns the new HTML and the page's items in order; an item's title is the image's alt text (its
+    figure title) or, for a table or an image without one, the text of the nearest heading above it.
+    """
+    out, items, pos, heading = [], [], 0, ""
+    for m in _ITEMS.finditer(body):
+        out.append(body[pos:m.start()])
+        tag = m.group(0)
+        if m.group(1):  # a heading: the section title of what follows
+            heading = _plain(m.group(2))
+            out.append(tag)
+        elif tag.lower() == "</table>":
+            out.append("</table></div>")
+        elif tag.lower().startswith("<table"):
+            anchor = f"table-{sum(i.kind == 'table' for i in items) + 1}"
+            items.append(Item("table", anchor, heading))
+            out.append(f'<div class="cookie-table-scroll" id="{anchor}">{tag}')
+        else:
+            attrs = {k.lower(): html.unescape(v.strip("\"'")) for k, v in _ATTR.findall(tag)}
+            if not attrs.get("src", "").startswith("data:image/"):  # not a notebook output (e.g. an icon)
+                out.append(tag)
+            else:
+                anchor = f"figure-{sum(i.kind == 'figure' for i in items) + 1}"
+                filename = attrs.get("data-filename", "")
+                alt = attrs.get("alt", "")
+                title = alt if alt and alt not in ("figure", filename) else heading or alt
+                items.append(Item("figure", anchor, title, filename))
+                out.append(f'<img id="{anchor}"' + tag[len("<img"):])
+        pos = m.end()
+    out.append(body[pos:])
+    return "".join(out), items
+
+
 def external_references(text: str) -> list[str]:
     """Snippets of ``text`` that would load a script/stylesheet over the network (should be [])."""
     return [text[max(0, m.start() - 20):m.end() + 60] for m in EXTERNAL.finditer(text)]
 
 
 def _index_html(pages: list[Page], title: str, skipped: list[Path]) -> str:
+    def item(p: Page, i: Item) -> str:
+        file = f' <span class="meta">({html.escape(i.filename)})</span>' if i.filename else ""
+        return (f'<li>{i.kind.capitalize()}: <a href="{html.escape(p.html)}#{i.anchor}">'
+                f'{html.escape(i.title or "(untitled)")}</a>{file}</li>')
+
     rows = "\n".join(
         f'<li><a href="{html.escape(p.html)}">{html.escape(p.title)}</a> '
         f'<span class="meta">{html.escape(p.notebook.name)} &middot; {p.code_cells} code cells &middot; '
-        f'{p.figures} figures</span></li>' for p in pages)
+        f'{p.figures} figures &middot; {p.tables} tables</span>'
+        + (f'\n<ul class="items">\n' + "\n".join(item(p, i) for i in p.items) + "\n</ul>" if p.items else "")
+        + "</li>" for p in pages)
     note = ("<p class=\"meta\">Not executed, so not rendered: "
             + ", ".join(html.escape(s.name) for s in skipped) + "</p>") if skipped else ""
     return f"""<!DOCTYPE html>
@@ -85,6 +170,7 @@ def _index_html(pages: list[Page], title: str, skipped: list[Path]) -> str:
 <style>
 body {{ font-family: system-ui, sans-serif; max-width: 52em; margin: 2em auto; padding: 0 1em; line-height: 1.5; }}
 li {{ margin: 0.5em 0; }} .meta {{ color: #666; font-size: 0.9em; }}
+ul.items {{ margin: 0.2em 0 0.8em; }} ul.items li {{ margin: 0.1em 0; }}
 </style></head>
 <body><h1>{html.escape(title)}</h1>
 <p>The project's notebooks as executed, with their outputs. These pages need no network.</p>
@@ -119,6 +205,7 @@ def build_report(notebook_dir: str | Path, out_dir: str | Path, title: str = "co
                 skipped.append(path)
                 continue
             body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": path.stem}})
+            body, items = annotate(body)
             bad = external_references(body)
             if bad:
                 raise RuntimeError(f"{path.name}: the rendered page would load from the network: {bad[0]!r}")
@@ -127,7 +214,7 @@ def build_report(notebook_dir: str | Path, out_dir: str | Path, title: str = "co
             figures = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code"
                           for o in c.get("outputs", []))
             pages.append(Page(path, name, notebook_title(nb, path.stem),
-                              sum(c.cell_type == "code" for c in nb.cells), figures))
+                              sum(c.cell_type == "code" for c in nb.cells), figures, items))
         if not pages:
             raise FileNotFoundError(f"no executed notebook in {src} ({len(notebooks)} *.ipynb, none with outputs)")
         (tmp / "index.html").write_text(_index_html(pages, title, skipped), encoding="utf-8")
