@@ -4,10 +4,14 @@
     cfg = load_config("default", {"loss.visual": 0.0})
     state = Trainer(cfg, "runs/no-visual").run()
 
+    model, preprocess, tokenizer = cookie_lib.load_model("results/model/cookie.pt")   # an exported model
+    model.encode_image(["a.png"]), model.encode_text(["a red apple"])                # unit embeddings [B, d]
+
 Modules (the core): config (typed run configuration), data (Karpathy format), model (encoders,
 weight-sharing transformer, one-stream model), losses (the three InfoNCE losses), step (the training step,
 pair sampling, optimiser groups, schedule), features (frozen-encoder cache), train, evaluate, search,
-metrics, runtime (atomic writes, locks, seeds, manifests). The replication study (corpora, variants grid,
+metrics, runtime (atomic writes, locks, seeds, manifests), api (load_model: the exported-model API),
+modelcard. The replication study (corpora, variants grid,
 verdicts, reports, benchmarks) lives in ``cookie_lib.study`` and imports the core, never the reverse.
 """
 import os
@@ -21,11 +25,14 @@ from .model import CookieModel, OneStreamModel, TextEncoder, VisualEncoder  # no
 
 __all__ = ["Config", "ConfigError", "load_config", "CookieLoss", "info_nce", "cross_modal_retrieval",
            "image_retrieval", "text_matching", "CookieModel", "OneStreamModel", "TextEncoder", "VisualEncoder",
-           "Trainer"]
+           "Trainer", "load_model"]
 
 
 def __getattr__(name):  # the trainer pulls in data loading; import it on first use
     if name == "Trainer":
         from .train import Trainer
         return Trainer
+    if name == "load_model":  # the exported-model API (cookie_lib.api); loads the encoders on first call only
+        from .api import load_model
+        return load_model
     raise AttributeError(name)

@@ -113,21 +113,31 @@ def _check_image(path: Path) -> str | None:
     return None
 
 
-def validate_karpathy(json_path, image_root=None, check_images=True, max_errors=50) -> KarpathyCorpus:
-    """Check a corpus before any training and return it loaded; raise DataValidationError otherwise.
+def validate_karpathy(json_path, image_root=None, check_images=True, max_errors=50, *, splits=None,
+                      required=("train", "val"), max_captions=5, hint: str | None = None) -> KarpathyCorpus:
+    """Check a corpus before it is used and return it loaded; raise DataValidationError otherwise.
 
     Checks: the JSON parses (the error gives line and column), it has an "images" list, each image
     has split/filename/imgid/sentences of the right types, imgids are unique, every caption ``raw``
-    is a non-empty string, the "train" (incl. restval) and "test" splits are non-empty, and (if
-    ``check_images``) every image file exists and decodes (PIL verify + load). All problems are
-    collected first; the error lists the first ``max_errors`` (each naming the file and the record
-    as ``images[index] (imgid=...)``) plus a count of the rest.
+    is a non-empty string, the ``required`` splits are non-empty ("train" counts restval; training
+    needs train and val, an evaluation only the split it reads), and (if ``check_images``) every image
+    file exists and decodes (PIL verify + load) -- only the images of ``splits`` when given (an
+    evaluation of the test split need not open the training images). All problems are collected first;
+    the error lists the first ``max_errors`` (each naming the file and the record as
+    ``images[index] (imgid=...)``) plus a count of the rest. ``hint`` is appended to "file not found"
+    (e.g. the command that builds the corpus). This is the one validation path of every entry point
+    (train, evaluate, search, the study grid, ``python -m cookie_lib.data validate``).
     """
     json_path = Path(json_path)
+    wanted = None if splits is None else ({"train", "restval"} if "train" in splits else set()) | set(splits)
     try:
         data = json.loads(json_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise DataValidationError(f"{json_path}: file not found") from None
+        raise DataValidationError(f"{json_path}: file not found" + (f" ({hint})" if hint else "")) from None
+    except IsADirectoryError:
+        raise DataValidationError(f"{json_path}: is a folder, not a Karpathy-format JSON file") from None
+    except UnicodeDecodeError as e:
+        raise DataValidationError(f"{json_path}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
     except json.JSONDecodeError as e:
         raise DataValidationError(f"{json_path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
     root = _default_root(json_path, image_root)
@@ -179,7 +189,7 @@ def validate_karpathy(json_path, image_root=None, check_images=True, max_errors=
                     problems.append(f"{where}: sentences[{j}] 'raw' must be a non-empty string, got {raw!r}")
                 elif "kind" in s and not isinstance(s["kind"], str):
                     problems.append(f"{where}: sentences[{j}] 'kind' must be str, got {type(s['kind']).__name__}")
-        if check_images and not bad:
+        if check_images and not bad and (wanted is None or img["split"] in wanted):
             path = root / img.get("filepath", "") / img["filename"]
             reason = _check_image(path)
             if reason:
@@ -189,7 +199,7 @@ def validate_karpathy(json_path, image_root=None, check_images=True, max_errors=
                         f"images[{first_of_split[name]}]); known splits: {list(KNOWN_SPLITS)} (these images "
                         f"would take part in nothing)")
     # a pre-training corpus may have no test split (its downstream data lives elsewhere); training needs train + val
-    for split in ("train", "val"):
+    for split in required:
         n = splits[split] + (splits["restval"] if split == "train" else 0)
         if n == 0:
             problems.append(f"{json_path}: split '{split}' is empty (splits present: {dict(splits)})")
@@ -197,7 +207,16 @@ def validate_karpathy(json_path, image_root=None, check_images=True, max_errors=
         shown = problems[:max_errors]
         more = f"\n... and {len(problems) - len(shown)} more problems" if len(problems) > len(shown) else ""
         raise DataValidationError(f"{len(problems)} problem(s) in {json_path}:\n" + "\n".join(shown) + more)
-    return load_karpathy(json_path, image_root)
+    return load_karpathy(json_path, image_root, max_captions=max_captions)
+
+
+def validated_split(json_path, image_root=None, split: str = "test", max_captions: int = 5,
+                    hint: str | None = None) -> tuple[KarpathyCorpus, list[ImageRecord]]:
+    """(corpus, records of ``split``) after :func:`validate_karpathy` with the checks an evaluation needs:
+    the whole file's structure and captions, the ``split`` non-empty, and the images of ``split``."""
+    corpus = validate_karpathy(json_path, image_root, splits=(split,), required=(split,),
+                               max_captions=max_captions, hint=hint)
+    return corpus, corpus.split(split)
 
 
 def coco_1k_folds(records) -> list[list[ImageRecord]]:

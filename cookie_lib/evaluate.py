@@ -1,7 +1,17 @@
 """Downstream evaluation of a trained model on one split: the paper's three tasks.
 
-* cross-modal retrieval: i2t / t2i R@1/5/10 and RSUM over every caption of every image
-  (positives share the instance key: image id for COCO/Flickr, concept for emoji);
+* cross-modal retrieval: i2t / t2i R@1/5/10, RSUM (their sum, max 600) and mR = RSUM / 6 under one of
+  two protocols (positives share the instance key: image id for COCO/Flickr, concept for emoji):
+
+  - ``study`` (the default; the study's downstream suite, :mod:`cookie_lib.study.downstream`): the
+    caption gallery holds EACH DISTINCT CAPTION ONCE. Image -> text: an image is a hit at K if one of its
+    captions is in the top K of the M distinct captions; text -> image: each distinct caption is one
+    query, its positives are all images that carry it. The emoji designs of one concept share their
+    captions, so ranking every copy would count the same text up to five times.
+  - ``karpathy`` (COCO / Flickr30K papers, and the trainer's per-epoch validation): every caption of
+    every image is a gallery item and a query (duplicates included); positives = captions / images of
+    the same key. On corpora without repeated captions (COCO, Flickr30K) both protocols agree.
+
 * image retrieval: each image queries all other images; instance R@K (same key, i.e. the same concept
   drawn by another designer) and class mAP (same subgroup);
 * text matching: one human-written text of a concept (CLDR label) queries the other kind of text
@@ -10,13 +20,20 @@
 The study's frozen-encoder baseline (PCA-whitened pooled features) is
 :func:`cookie_lib.study.downstream.frozen_baseline`.
 
-Command line: evaluate a trained run folder (``checkpoint.pt``, written by :mod:`cookie_lib.train`) on a split
-of its corpus, or of another Karpathy-format corpus, and write the metrics as JSON::
+Command line: evaluate an exported model file (``--model``, :func:`cookie_lib.search.export_model`) or a
+training run folder (``--run``, ``checkpoint.pt`` written by :mod:`cookie_lib.train`) on a split of its
+training corpus or of any other Karpathy-format corpus (``--dataset``); print one table and write the
+metrics as JSON::
 
-    python -m cookie_lib.evaluate --run runs/cookie-s0 --split test [--out FILE] [--dataset JSON]
+    python -m cookie_lib.evaluate --model results/model/cookie.pt --dataset data/emoji/dataset_emoji.json
+    python -m cookie_lib.evaluate --run runs/cookie-s0 --split test [--out FILE] [--protocol karpathy]
 
+The corpus is validated first (:func:`cookie_lib.data.validated_split`, the checks of ``python -m
+cookie_lib.data validate``). A warning names how many captions, concepts and images of the split the
+model's training data holds (recorded in the export; read from the training corpus for a run folder).
 With the COCO corpus (a 5,000-image test split) the output also holds the COCO 1K protocol (mean over five
-folds of 1,000 images, :func:`cookie_lib.metrics.coco_1k`) and 5K (the whole split).
+folds of 1,000 images, :func:`cookie_lib.metrics.coco_1k`) and 5K (the whole split), always with the
+Karpathy protocol the COCO literature uses.
 """
 from __future__ import annotations
 
@@ -28,9 +45,10 @@ from pathlib import Path
 import torch
 
 from .config import Config, ConfigError, config_from_dict, resolve_path
-from .data import load_karpathy, text_matching_set
+from .data import load_karpathy, text_matching_set, validated_split
 from .features import ImageTokens, SplitFeatures, TextTokens, split_features
-from .metrics import coco_1k, cross_modal_retrieval, image_retrieval, text_matching
+from .metrics import (caption_pairs, coco_1k, cross_modal_pair_ranks, cross_modal_retrieval, image_retrieval,
+                      text_matching)
 from .model import CookieModel, TextEncoder, VisualEncoder
 from .runtime import atomic_write_json, manifest, pick_device
 
@@ -75,11 +93,35 @@ def unimodal_metrics(img: torch.Tensor, txt: torch.Tensor, feats: SplitFeatures)
     return out
 
 
-def evaluate_split(model: CookieModel, feats: SplitFeatures, device: torch.device, **encoders) -> dict[str, float]:
-    """All three tasks for ``model`` on ``feats`` -> flat dict (i2t_r1 ... rsum, img_*, txt_*)."""
+PROTOCOLS = ("study", "karpathy")
+KS = (1, 5, 10)
+
+
+def distinct_caption_retrieval(img: torch.Tensor, txt: torch.Tensor, feats: SplitFeatures) -> dict[str, float]:
+    """The study protocol from image [N, d] and DISTINCT-caption [M, d] embeddings: i2t_r{1,5,10},
+    t2i_r{1,5,10} (points), rsum, mr = rsum / 6, i2t_medr / t2i_medr (median 1-based rank)."""
+    ranks = dict(zip(("i2t", "t2i"), cross_modal_pair_ranks(img, txt, caption_pairs(feats.caption_ids))))
+    out = {f"{d}_r{k}": 100.0 * float((r < k).double().mean()) for d, r in ranks.items() for k in KS}
+    out["rsum"] = sum(out.values())
+    out["mr"] = out["rsum"] / 6
+    out.update({f"{d}_medr": float(r.double().median()) + 1.0 for d, r in ranks.items()})
+    return out
+
+
+def evaluate_split(model: CookieModel, feats: SplitFeatures, device: torch.device, protocol: str = "karpathy",
+                   **encoders) -> dict[str, float]:
+    """All three tasks for ``model`` on ``feats`` -> flat dict (i2t_r1 ... rsum, mr, img_*, txt_*).
+
+    ``protocol``: "karpathy" (every caption; the trainer's validation) or "study" (each distinct caption
+    once), see the module docstring. The unimodal tasks are the same under both."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol={protocol!r}: choose one of {list(PROTOCOLS)}")
     img, txt = embed_split(model, feats, device, **encoders)
-    rows, owner = feats.caption_index()
-    out = cross_modal_retrieval(img, txt[rows], owner, img_keys=[r.key for r in feats.records])
+    if protocol == "study":
+        out = distinct_caption_retrieval(img, txt, feats)
+    else:
+        rows, owner = feats.caption_index()
+        out = cross_modal_retrieval(img, txt[rows], owner, img_keys=[r.key for r in feats.records])
     out.update(unimodal_metrics(img, txt, feats))
     return out
 
@@ -134,10 +176,18 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
     folder or file and ValueError naming a checkpoint that cannot be read.
     """
     run_dir = Path(run_dir)
+    if run_dir.is_file():
+        hint = (f"it is a checkpoint: pass its folder, --run {run_dir.parent}" if run_dir.name == "checkpoint.pt"
+                else f"an exported model file is evaluated with --model {run_dir}")
+        raise FileNotFoundError(f"run folder {run_dir} is a file, not a folder ({hint})")
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist")
     path = run_dir / "checkpoint.pt"
     if not path.is_file():
+        exported = sorted(run_dir.glob("*.pt"))
+        if exported:  # e.g. results/model: an export, not a run
+            raise FileNotFoundError(f"{path} does not exist: {run_dir} holds no training checkpoint but "
+                                    f"{exported[0].name}; evaluate an exported model with --model {exported[0]}")
         raise FileNotFoundError(f"{path} does not exist: {run_dir} holds no trained checkpoint "
                                 f"(train one with python -m cookie_lib.train --out {run_dir})")
     try:
@@ -168,77 +218,163 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
     return LoadedRun(cfg, model, visual, text, path, steps)
 
 
-def evaluate_run(run_dir: str | Path, split: str = "test", device: str = "auto", dataset: str | Path | None = None,
-                 image_root: str | Path | None = None) -> dict:
-    """Every metric the corpus supports for the run in ``run_dir`` on ``split``.
+def _corpus_hint(path: Path) -> str | None:
+    from .search import corpus_hint  # search imports this module; the hint table lives with the search defaults
 
-    The corpus is the run's own (``config.data.dataset``) unless ``dataset`` names another Karpathy JSON.
-    Returns {"metrics": flat dict of :func:`evaluate_split` (points 0-100; medr in ranks), "coco_1k" and
-    "coco_5k" (COCO only), "notes", provenance (run, checkpoint, corpus, split, counts, manifest)}.
-    COCO 1K = mean over the 5 folds of 1,000 consecutive test images; 5K = the whole 5,000-image split
-    (the same numbers as the cross-modal entries of "metrics").
+    return corpus_hint(path)
+
+
+def _training_warning(training: dict, cfg: Config, records, dataset: Path, split: str) -> str | None:
+    """The overlap warning for ``records``: against the export's fingerprint, or (a run folder) the run's
+    training corpus read now; None when neither is available or nothing is shared."""
+    from .api import _portable, training_overlap_warning, training_record
+
+    what = f"{_portable(dataset)} {split}"
+    if not training:
+        training = training_record(cfg)
+        if training.get("missing"):
+            return None
+    return training_overlap_warning(training, records, what)
+
+
+def evaluate_model(model: str | Path | None = None, run: str | Path | None = None, split: str = "test",
+                   device: str = "auto", dataset: str | Path | None = None, image_root: str | Path | None = None,
+                   protocol: str = "study") -> dict:
+    """Every metric the corpus supports for an exported ``model`` file or a training ``run`` folder on ``split``.
+
+    The corpus is the model's training corpus (``config.data.dataset``) unless ``dataset`` names another
+    Karpathy JSON; it is validated first. Returns {"metrics": flat dict of :func:`evaluate_split` plus
+    "mr" (points 0-100; medr in ranks), "coco_1k" and "coco_5k" (COCO only), "notes", "training_overlap" (the
+    one-line warning of :func:`cookie_lib.api.overlap_warning`, or None), "protocol", provenance (model or run, corpus, split, counts, manifest)}.
+    COCO 1K = mean over the 5 folds of 1,000 consecutive test images; 5K = the whole 5,000-image split,
+    both with the Karpathy protocol.
     """
-    run = load_run(run_dir, device)
-    cfg, dev = run.config, next(run.model.parameters()).device
-    path = Path(dataset) if dataset is not None else resolve_path(cfg.data.dataset)
+    from .api import load_export, user_path
+
+    if (model is None) == (run is None):
+        raise ValueError("give exactly one of an exported model file (--model) or a training run folder (--run)")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol={protocol!r}: choose one of {list(PROTOCOLS)}")
+    if model is not None:
+        em = load_export(model, device)
+        cfg, head, dev, training = em.config, em.model, em.device, em.info.get("training", {})
+        live = (em.visual_encoder, em.text_encoder) if em.fine_tuned else (None, None)
+        source = {"model": str(model), "run": em.info.get("source", {}).get("run"),
+                  "steps": em.info.get("source", {}).get("steps", 0)}
+    else:
+        r = load_run(run, device)
+        cfg, head, training = r.config, r.model, {}
+        dev = next(r.model.parameters()).device
+        live = (r.visual_encoder, r.text_encoder)
+        source = {"run": str(Path(run)), "checkpoint": str(r.checkpoint), "steps": r.steps}
+    if dataset is not None:
+        path = user_path(dataset)
+    else:
+        path = resolve_path(cfg.data.dataset)
+        if not path.is_file():
+            hint = _corpus_hint(path)
+            raise FileNotFoundError(f"corpus {path} does not exist (the model was trained on {cfg.data.dataset}"
+                                    + (f"; {hint}" if hint else "") + "; pass --dataset to evaluate on another corpus)")
     if not path.is_file():
-        raise FileNotFoundError(f"corpus {path} does not exist (the run was trained on {cfg.data.dataset}; "
-                                "pass --dataset to evaluate on a corpus elsewhere)")
-    root = image_root if image_root is not None else (resolve_path(cfg.data.image_root) if cfg.data.image_root else None)
-    corpus = load_karpathy(path, root, max_captions=cfg.data.max_captions)
-    records = corpus.split(split)
+        hint = _corpus_hint(path)
+        raise FileNotFoundError(f"corpus {path} does not exist" + (f" ({hint})" if hint else ""))
+    if image_root is not None:
+        root = user_path(image_root)
+    else:
+        root = resolve_path(cfg.data.image_root) if cfg.data.image_root and dataset is None else None
+    corpus, records = validated_split(path, root, split, cfg.data.max_captions)
     # one un-augmented view: evaluation never uses the augmented ones; the cache is shared with training
     feats = split_features(cfg, records, split, 1, path)
-    encoders = dict(image_encoder=run.visual_encoder, text_encoder=run.text_encoder, image_size=cfg.model.image_size)
-    metrics = evaluate_split(run.model, feats, dev, **encoders)
-    out = {"run": str(Path(run_dir)), "checkpoint": str(run.checkpoint), "steps": run.steps, "split": split,
-           "corpus": corpus.name, "dataset": str(path), "images": len(records),
-           "captions": sum(len(r.captions) for r in records), "metrics": metrics, "notes": []}
+    encoders = dict(image_encoder=live[0], text_encoder=live[1], image_size=cfg.model.image_size)
+    metrics = evaluate_split(head, feats, dev, protocol, **encoders)
+    metrics.setdefault("mr", metrics["rsum"] / 6)
+    out = {**source, "split": split, "protocol": protocol, "corpus": corpus.name, "dataset": str(path),
+           "images": len(records), "captions": sum(len(r.captions) for r in records),
+           "distinct_captions": len(feats.texts), "metrics": metrics, "notes": []}
+    warning = _training_warning(training, cfg, records, path, split)
+    out["training_overlap"] = warning  # printed on stderr by the command line
     if corpus.name.lower() == "coco":
         if len(records) == COCO_TEST_IMAGES:
-            img, txt = embed_split(run.model, feats, dev, **encoders)
+            img, txt = embed_split(head, feats, dev, **encoders)
             rows, owner = feats.caption_index()
             # the standard protocol: each image's positives are exactly its own captions (img_keys=None)
             out["coco_1k"] = coco_1k(img, txt[rows], owner, folds=COCO_FOLDS)
-            out["coco_5k"] = {k: metrics[k] for k in CROSS_MODAL_KEYS if k in metrics}
+            karpathy = metrics if protocol == "karpathy" else evaluate_split(head, feats, dev, "karpathy", **encoders)
+            out["coco_5k"] = {k: karpathy[k] for k in CROSS_MODAL_KEYS if k in karpathy}
         else:
             out["notes"].append(f"COCO 1K/5K skipped: split {split!r} has {len(records)} images, the protocol "
                                 f"needs the {COCO_TEST_IMAGES:,} Karpathy test images")
     return {**out, **manifest(cfg.to_dict())}
 
 
+def evaluate_run(run_dir: str | Path, split: str = "test", device: str = "auto", dataset: str | Path | None = None,
+                 image_root: str | Path | None = None, protocol: str = "study") -> dict:
+    """:func:`evaluate_model` of a training run folder (``run_dir/checkpoint.pt``)."""
+    return evaluate_model(run=run_dir, split=split, device=device, dataset=dataset, image_root=image_root,
+                          protocol=protocol)
+
+
 def format_metrics(result: dict) -> str:
-    """Human-readable lines for :func:`evaluate_run`'s result (one metric per line, 2 decimals)."""
-    lines = [f"{result['run']} on {result['corpus']} {result['split']} ({result['images']} images, "
-             f"{result['captions']} captions, {result['steps']} training steps)"]
-    for section in ("metrics", "coco_1k", "coco_5k"):
+    """One table for :func:`evaluate_model`'s result: cross-modal R@K both ways with RSUM and mR, then the
+    unimodal tasks the corpus supports, then COCO 1K/5K and the notes (2 decimals, points)."""
+    m = result["metrics"]
+    what = f"model {result['model']}" if result.get("model") else f"run {result['run']}"
+    lines = [f"{what} ({result['steps']} training steps) on {result['corpus']} {result['split']}: {result['images']} "
+             f"images, {result['captions']} captions ({result.get('distinct_captions', '?')} distinct); "
+             f"protocol {result['protocol']}", "",
+             f"{'task':28s} {'R@1':>7s} {'R@5':>7s} {'R@10':>7s}  other"]
+
+    def row(name, prefix, extra=""):
+        vals = [m.get(f"{prefix}_r{k}") for k in KS]
+        cells = " ".join(f"{v:7.2f}" if v is not None else f"{'-':>7s}" for v in vals)
+        lines.append(f"{name:28s} {cells}  {extra}".rstrip())
+
+    row("image -> text", "i2t", f"medr {m['i2t_medr']:.1f}" if "i2t_medr" in m else "")
+    row("text -> image", "t2i", f"medr {m['t2i_medr']:.1f}" if "t2i_medr" in m else "")
+    lines.append(f"{'cross-modal':28s} RSUM {m['rsum']:.2f}   mR {m['mr']:.2f}")
+    if "img_r1" in m:
+        row("image -> image (same key)", "img", f"mAP {m['img_map']:.2f} (same class)" if "img_map" in m else "")
+    if "txt_r1" in m:
+        row("label -> keywords (text)", "txt", f"MRR {m['txt_mrr']:.2f}")
+    for section in ("coco_1k", "coco_5k"):
         if section in result:
-            width = max(map(len, result[section]), default=0)
-            lines.append(f"[{section}]")
-            lines += [f"  {k:{width}s} {v:8.2f}" for k, v in result[section].items()]
+            c = result[section]
+            lines.append(f"[{section}, karpathy protocol] " + "  ".join(f"{k} {c[k]:.2f}" for k in CROSS_MODAL_KEYS
+                                                                       if k in c))
     lines += [f"note: {n}" for n in result["notes"]]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cookie_lib.evaluate",
-                                description="Evaluate a trained run folder on a split (see module docstring).")
-    p.add_argument("--run", required=True, help="run folder holding checkpoint.pt (cookie_lib.train --out)")
+                                description="Evaluate an exported model or a trained run folder on a split "
+                                            "(see the module docstring).")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="exported model file (e.g. results/model/cookie.pt)")
+    which.add_argument("--run", help="training run folder holding checkpoint.pt (cookie_lib.train --out)")
     p.add_argument("--split", default="test", help="split of the corpus (default: test)")
-    p.add_argument("--out", default=None, help="JSON file to write (default: RUN/eval_SPLIT.json)")
-    p.add_argument("--dataset", default=None, help="another Karpathy JSON to evaluate on (default: the run's)")
+    p.add_argument("--out", default=None, help="JSON file to write (default: RUN/eval_SPLIT.json for --run; "
+                                               "none for --model)")
+    p.add_argument("--dataset", default=None, help="another Karpathy JSON to evaluate on (default: the model's)")
     p.add_argument("--image-root", default=None, help="image folder of --dataset (default: beside the JSON)")
+    p.add_argument("--protocol", default="study", choices=PROTOCOLS,
+                   help="study (default): each distinct caption once; karpathy: every caption of every image")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     a = p.parse_args(argv)
+    from .runtime import user_errors
+
     try:
-        result = evaluate_run(a.run, a.split, a.device, a.dataset, a.image_root)
-    except (FileNotFoundError, ValueError) as err:
+        result = evaluate_model(a.model, a.run, a.split, a.device, a.dataset, a.image_root, a.protocol)
+    except (FileNotFoundError, ValueError, *user_errors()) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    out = Path(a.out) if a.out else Path(a.run) / f"eval_{a.split}.json"
-    atomic_write_json(result, out)
+    out = Path(a.out) if a.out else (Path(a.run) / f"eval_{a.split}.json" if a.run else None)
     print(format_metrics(result))
-    print(f"written to {out}")
+    if result["training_overlap"]:
+        print(f"warning: {result['training_overlap']}", file=sys.stderr)
+    if out is not None:
+        atomic_write_json(result, out)
+        print(f"written to {out}")
     return 0
 
 

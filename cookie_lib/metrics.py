@@ -508,7 +508,19 @@ def text_matching(
 # functions below take positives as explicit (query, gallery) index pairs and return per-query values;
 # they share the pessimistic tie convention of the aggregates and are tested against them.
 
-__all__ += ["key_pairs", "pair_ranks", "pair_average_precision", "cross_modal_pair_ranks"]
+__all__ += ["key_pairs", "pair_ranks", "pair_average_precision", "cross_modal_pair_ranks", "caption_pairs"]
+
+
+def caption_pairs(caption_ids: Sequence[Sequence[int]]) -> Tensor:
+    """(image, distinct caption row) positives [2, P] of a de-duplicated caption gallery, sorted.
+
+    ``caption_ids[i]`` = the rows (in the list of DISTINCT caption texts) of image i's captions; each
+    (i, row) pair appears once even when image i carries the same text twice. With these positives
+    :func:`cross_modal_pair_ranks` gives the study's protocol: each distinct caption is ranked once, and
+    a caption's positives are all images that carry it.
+    """
+    pairs = sorted({(i, int(c)) for i, ids in enumerate(caption_ids) for c in ids})
+    return torch.tensor(pairs, dtype=torch.long).T.reshape(2, -1)
 
 
 def key_pairs(query_keys: Sequence[Hashable], gallery_keys: Sequence[Hashable] | None = None,

@@ -187,10 +187,25 @@ def seed_everything(seed: int) -> None:
 
 
 def pick_device(name: str = "auto") -> "torch.device":
+    """"auto" -> cuda when available, else cpu; any other name is checked (ConfigError, one line, when the
+    name is not a device or names a CUDA device this machine does not have)."""
     import torch
+
+    from .config import ConfigError
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device {name!r} is not a device name; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ConfigError(f"device {name!r}: no CUDA GPU is available on this machine; use --device cpu "
+                              f"(or auto)")
+        if dev.index is not None and dev.index >= n:
+            raise ConfigError(f"device {name!r}: this machine has {n} CUDA GPU(s) (cuda:0..cuda:{n - 1})")
+    return dev
 
 
 def init_distributed() -> tuple[int, int, int]:

@@ -21,25 +21,29 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 import torch
 
-from .config import Config, config_from_dict, project_root, resolve_path
-from .data import load_karpathy
-from .evaluate import embed_split, load_run, model_from_state
-from .features import image_transform, load_image, split_features
-from .model import CookieModel, TextEncoder, VisualEncoder, build_encoders
-from .runtime import _atomic_path, atomic_save, git_commit, pick_device
+from .api import (EXPORT_FORMAT, ExportedModel, Preprocess, _portable, load_export, training_overlap_warning,
+                  training_record, user_path)
+from .config import Config, resolve_path
+from .data import load_karpathy, validated_split
+from .evaluate import embed_split, load_run
+from .features import load_image, split_features
+from .model import build_encoders
+from .runtime import _atomic_path, atomic_save, git_commit
 
-EXPORT_FORMAT = "cookie-model/1"
 DEFAULT_MODEL = "results/model/cookie.pt"  # where run_all.sh is expected to export the best committed run
+DEFAULT_CORPORA = ("data/emoji/dataset_emoji.json", "data/fixture_emoji/dataset_emoji.json")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
+BUILD_HINTS = {"data/emoji/dataset_emoji.json": "python -m cookie_lib.study.corpora build (or ./run_all.sh)",
+               "data/pretrain/dataset_pretrain.json": "python -m cookie_lib.study.corpora build (or ./run_all.sh)"}
 
 
-# ----------------------------------------------------------------------------- export / load
+# ----------------------------------------------------------------------------- export
 def _package_version(name: str) -> str:
     try:
         return metadata.version(name)
@@ -65,14 +69,18 @@ def _changed(tuned: torch.nn.Module, pretrained: torch.nn.Module) -> dict[str, t
     return {k: v.detach().cpu().clone() for k, v in tuned.state_dict().items() if not torch.equal(v.cpu(), ref[k])}
 
 
-def _portable(path: str | Path) -> str:
-    """``path`` relative to the project root when it lies inside it (a recorded path must not name this machine)."""
+def _shown(path: Path) -> str:
+    """A path for display: relative to the current folder when inside it, else as :func:`_portable`."""
     p = Path(path).resolve()
-    return p.relative_to(project_root()).as_posix() if p.is_relative_to(project_root()) else str(p)
+    return p.relative_to(Path.cwd()).as_posix() if p.is_relative_to(Path.cwd()) else _portable(p)
 
 
-def export_model(run_dir: str | Path, out: str | Path) -> Path:
-    """Write ``out``: the run's head weights (float32), config and encoder identifiers.
+def export_model(run_dir: str | Path, out: str | Path, results_dir: str | Path | None = None,
+                 card: bool = True) -> Path:
+    """Write ``out`` (format cookie-model/2): the run's head weights (float32), config, encoder
+    identifiers and training-data record (:func:`training_record`); and, with ``card``, the model card
+    ``out`` with suffix .md (:func:`cookie_lib.modelcard.write_model_card`, metrics read from
+    ``results_dir``, default ``out``'s grandparent, e.g. ``results/`` for ``results/model/cookie.pt``).
 
     For a fine-tuned run the encoder tensors that differ from the pretrained ones are stored too (the
     file then grows by the size of the trained blocks). Returns ``out``.
@@ -86,61 +94,29 @@ def export_model(run_dir: str | Path, out: str | Path) -> Path:
             deltas["visual"] = _changed(run.visual_encoder, v0)
         if run.text_encoder is not None:
             deltas["text"] = _changed(run.text_encoder, t0)
+    seed = cfg.train.seed
     blob = {"format": EXPORT_FORMAT, "config": cfg.to_dict(),
             "model": {k: v.detach().cpu() for k, v in run.model.state_dict().items()},
             "encoders": encoder_identifiers(cfg), "encoder_deltas": deltas,
-            "source": {"run": _portable(run_dir), "steps": run.steps, "commit": git_commit()}}
+            "source": {"run": _portable(run_dir), "steps": run.steps, "commit": git_commit(), "seed": seed},
+            "training": training_record(cfg)}
     out = Path(out)
     atomic_save(blob, out)
+    if card:
+        from .modelcard import write_model_card
+
+        write_model_card(blob, out, Path(results_dir) if results_dir is not None else out.resolve().parent.parent)
     return out
 
 
-@dataclass
-class SearchModel:
-    """An exported model ready to embed: head, config and (frozen or fine-tuned) encoders."""
-    config: Config
-    model: CookieModel
-    visual_encoder: VisualEncoder
-    text_encoder: TextEncoder
-    fine_tuned: bool  # True: encoders differ from the cached frozen ones, so the gallery is embedded live
-    device: torch.device
-    info: dict = field(default_factory=dict)
-
-
-_MODELS: dict[tuple, SearchModel] = {}
+SearchModel = ExportedModel  # the former name of the loaded export
 _GALLERIES: dict[tuple, tuple] = {}
 
 
-def load_model(model_file: str | Path, device: str = "auto") -> SearchModel:
-    """Read an :func:`export_model` file and build its encoders (cached per file, mtime and device)."""
-    path = resolve_path(model_file)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file {path} does not exist (write one with "
-                                f"python -m cookie_lib.search --export-run RUN_DIR --model {model_file})")
-    dev = pick_device(device)
-    key = (str(path), path.stat().st_mtime_ns, str(dev))
-    if key in _MODELS:
-        return _MODELS[key]
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{path} is not a readable model file: {err}") from None
-    if not isinstance(blob, dict) or blob.get("format") != EXPORT_FORMAT:
-        raise ValueError(f"{path} is not a {EXPORT_FORMAT} file (got format "
-                         f"{blob.get('format') if isinstance(blob, dict) else type(blob).__name__!r})")
-    cfg = config_from_dict(blob["config"])
-    model = model_from_state(cfg, blob["model"]).to(dev)
-    visual, text = build_encoders(cfg)
-    deltas = blob.get("encoder_deltas", {})
-    for enc, name in ((visual, "visual"), (text, "text")):
-        if deltas.get(name):
-            state = enc.state_dict()
-            state.update(deltas[name])
-            enc.load_state_dict(state)
-    sm = SearchModel(cfg, model, visual.to(dev).eval(), text.to(dev).eval(), bool(deltas), dev,
-                     {"encoders": blob.get("encoders", {}), "source": blob.get("source", {})})
-    _MODELS[key] = sm
-    return sm
+def load_model(model_file: str | Path, device: str = "auto") -> ExportedModel:
+    """The loaded export (:func:`cookie_lib.api.load_export`); ``cookie_lib.load_model`` gives the
+    (model, preprocess, tokenizer) API on top of it."""
+    return load_export(model_file, device)
 
 
 # ----------------------------------------------------------------------------- query
@@ -161,12 +137,15 @@ class SearchResult:
     hits: list[Hit]
     corpus: str
     split: str
+    corpus_file: str = ""
+    warning: str | None = None  # the gallery shares items with the model's training data (not zero-shot)
 
     def __str__(self) -> str:
         target = "images" if self.kind == "text" else "captions"
-        lines = [f"{self.kind} query {self.query!r}: top {len(self.hits)} {target} of {self.corpus} {self.split}"]
+        lines = [f"{self.kind} query {self.query!r}: top {len(self.hits)} {target} of {self.corpus_file or self.corpus} "
+                 f"{self.split}"]
         for h in self.hits:
-            what = h.text if h.text is not None else str(h.path)
+            what = h.text if h.text is not None else _shown(h.path)
             lines.append(f"{h.rank:3d}  {h.score:6.3f}  [{h.key}]  {what}")
         return "\n".join(lines)
 
@@ -181,13 +160,14 @@ def is_image_query(query: str | Path) -> bool:
     return True
 
 
-def _gallery(sm: SearchModel, corpus_path: Path, split: str, image_root) -> tuple:
-    """(records, distinct texts, caption owner keys, image emb [N, d], text emb [M, d]) of one split, memoised."""
+def _gallery(sm: ExportedModel, corpus_path: Path, split: str, image_root) -> tuple:
+    """(name, records, distinct texts, caption owner keys, image emb [N, d], text emb [M, d], training-overlap
+    warning or None) of one split, memoised per file, mtime, split and image root. The corpus is validated
+    first (:func:`cookie_lib.data.validated_split`)."""
     key = (id(sm), str(corpus_path), corpus_path.stat().st_mtime_ns, split, str(image_root))
     if key not in _GALLERIES:
         cfg = sm.config
-        corpus = load_karpathy(corpus_path, image_root, max_captions=cfg.data.max_captions)
-        records = corpus.split(split)
+        corpus, records = validated_split(corpus_path, image_root, split, cfg.data.max_captions, corpus_hint(corpus_path))
         # frozen encoders: their outputs are the cache (computed once, on disk); a fine-tuned model's
         # encoders run live over the split instead, and the cache only supplies the caption list
         feats = split_features(cfg, records, split, 1, corpus_path,
@@ -198,8 +178,29 @@ def _gallery(sm: SearchModel, corpus_path: Path, split: str, image_root) -> tupl
         for r, ids in zip(records, feats.caption_ids):
             for i in ids:
                 text_key.setdefault(i, r.key)
-        _GALLERIES[key] = (corpus.name, records, feats.texts, [text_key[i] for i in range(len(feats.texts))], img, txt)
+        note = training_overlap_warning(sm.info.get("training", {}), records, f"{_portable(corpus_path)} {split}")
+        _GALLERIES[key] = (corpus.name, records, feats.texts, [text_key[i] for i in range(len(feats.texts))],
+                           img, txt, note)
     return _GALLERIES[key]
+
+
+def corpus_hint(path: Path) -> str | None:
+    """How to make a missing corpus file: the build command for the study's corpora, else None."""
+    rel = _portable(path)
+    return f"build it with {BUILD_HINTS[rel]}" if rel in BUILD_HINTS else None
+
+
+def default_corpus(sm: ExportedModel, split: str) -> Path:
+    """The corpus searched when none is given: the model's training corpus if it has ``split``, else the
+    emoji corpus when built, else the committed emoji fixture (a pre-training corpus has no test split)."""
+    own = resolve_path(sm.config.data.dataset)
+    if own.is_file():
+        try:
+            if load_karpathy(own, None).split(split):
+                return own
+        except (ValueError, KeyError, OSError):
+            pass
+    return next((resolve_path(c) for c in DEFAULT_CORPORA if resolve_path(c).is_file()), resolve_path(DEFAULT_CORPORA[-1]))
 
 
 @torch.no_grad()
@@ -211,7 +212,7 @@ def embed_query(sm: SearchModel, query: str | Path) -> tuple[str, torch.Tensor]:
     """
     sm.model.eval()
     if is_image_query(query):
-        x = image_transform(sm.config.model.image_size, False)(load_image(Path(query))).unsqueeze(0)
+        x = Preprocess(sm.config.model.image_size)(Path(query)).unsqueeze(0)  # one-line error for a non-image
         tokens = sm.visual_encoder(x.to(sm.device))
         tokens = tokens if sm.fine_tuned else tokens.half().float()
         return "image", sm.model.embed_image(tokens)[0].float().cpu()
@@ -233,10 +234,14 @@ def search(query: str | Path, model_file: str | Path = DEFAULT_MODEL, corpus: st
     if k < 1:
         raise ValueError(f"k={k}: need at least one result")
     sm = load_model(model_file, device)
-    corpus_path = resolve_path(corpus) if corpus is not None else resolve_path(sm.config.data.dataset)
+    if not is_image_query(query) and not str(query).strip():
+        raise ValueError("empty text query")
+    corpus_path = user_path(corpus) if corpus is not None else default_corpus(sm, split)
+    root = user_path(image_root) if image_root is not None else None
     if not corpus_path.is_file():
-        raise FileNotFoundError(f"corpus {corpus_path} does not exist")
-    name, records, texts, text_keys, img, txt = _gallery(sm, corpus_path, split, image_root)
+        hint = corpus_hint(corpus_path)
+        raise FileNotFoundError(f"corpus {corpus_path} does not exist" + (f" ({hint})" if hint else ""))
+    name, records, texts, text_keys, img, txt, note = _gallery(sm, corpus_path, split, root)
     kind, q = embed_query(sm, query)
     gallery = img if kind == "text" else txt
     scores = gallery @ q  # [N] or [M]
@@ -247,7 +252,7 @@ def search(query: str | Path, model_file: str | Path = DEFAULT_MODEL, corpus: st
             hits.append(Hit(rank, s, records[i].key, path=records[i].path))
         else:
             hits.append(Hit(rank, s, text_keys[i], text=texts[i]))
-    return SearchResult(str(query), kind, hits, name, split)
+    return SearchResult(str(query), kind, hits, name, split, _portable(corpus_path), note)
 
 
 # ----------------------------------------------------------------------------- contact sheet
@@ -296,7 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cookie_lib.search", description=__doc__.split("\n\n")[0])
     p.add_argument("query", nargs="?", help="a text, or the path of an image (.png, .jpg, ...)")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"exported model file (default {DEFAULT_MODEL})")
-    p.add_argument("--corpus", default=None, help="Karpathy JSON to search (default: the model's training corpus)")
+    p.add_argument("--corpus", default=None,
+                   help="Karpathy JSON to search (default: the model's training corpus if it has --split, else "
+                        f"the first present of {', '.join(DEFAULT_CORPORA)})")
     p.add_argument("--image-root", default=None, help="image folder of --corpus (default: beside the JSON)")
     p.add_argument("--split", default="test")
     p.add_argument("--k", type=int, default=5)
@@ -307,8 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     try:
         if a.export_run:
-            out = export_model(a.export_run, resolve_path(a.model))
-            print(f"exported {a.export_run} to {out} ({out.stat().st_size / 2**20:.1f} MiB)")
+            out = export_model(a.export_run, user_path(a.model))
+            print(f"exported {a.export_run} to {out} ({out.stat().st_size / 2**20:.1f} MiB); model card "
+                  f"{out.with_suffix('.md')}")
             return 0
         if not a.query:
             p.error("a query is needed (or --export-run)")
@@ -316,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if result.warning:
+        print(f"warning: {result.warning}", file=sys.stderr)
     print(result)
     if a.out:
         print(f"contact sheet: {save_sheet(result, a.out)}")

@@ -57,7 +57,7 @@ def test_corrupt_feature_cache_is_rebuilt_with_a_warning_and_trains_the_same(tmp
     cache.mkdir()
     cfg = load_config("smoke", {**TINY, "data.cache_dir": str(cache)})
     dataset = resolve_path(cfg.data.dataset)
-    names = [f"{split}-{cache_key(cfg, dataset, split, views)}.pt"  # the files this config reads
+    names = [f"{split}-{cache_key(cfg, dataset, split, views, corpus.split(split))}.pt"  # the files this config reads
              for split, views in (("train", cfg.train.num_views), ("val", 1))]
     for name in names:
         shutil.copy2(shared / name, cache / name)

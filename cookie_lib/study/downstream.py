@@ -45,7 +45,7 @@ from ..config import Config, resolve_path
 from ..data import ImageRecord, load_karpathy, text_matching_set
 from ..evaluate import embed_split
 from ..features import SplitFeatures, encode_texts, split_features
-from ..metrics import cross_modal_pair_ranks, key_pairs, pair_average_precision, pair_ranks
+from ..metrics import caption_pairs, cross_modal_pair_ranks, key_pairs, pair_average_precision, pair_ranks
 from ..model import TextEncoder, masked_mean
 from ..runtime import atomic_save
 
@@ -171,8 +171,7 @@ def record_designs(json_path: Path, records: list[ImageRecord]) -> list[str]:
 
 def _caption_pairs(feats: SplitFeatures) -> torch.Tensor:
     """(image, distinct caption row) pairs [2, P]: every caption of every image, each text row once per image."""
-    pairs = sorted({(i, c) for i, ids in enumerate(feats.caption_ids) for c in ids})
-    return torch.tensor(pairs, dtype=torch.long).T.reshape(2, -1)
+    return caption_pairs(feats.caption_ids)  # shared with cookie_lib.evaluate's study protocol
 
 
 def _hits(ranks: torch.Tensor, k: int) -> torch.Tensor:
