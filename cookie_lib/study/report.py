@@ -165,6 +165,14 @@ def speed_sentence(speed: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def fmt_or_reason(value, spec: str, reason: str = "", scale: float = 1.0, suffix: str = "") -> str:
+    """``value * scale`` formatted with ``spec`` (+ ``suffix``), or "not determined (reason)" when the
+    measurement left it empty (None or NaN): a degenerate timing fit is printed, never raised."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "not determined" + (f" ({reason})" if reason else "")
+    return f"{value * scale:{spec}}{suffix}"
+
+
 def inference_claim(results: Path) -> pd.DataFrame | None:
     """The inference-time claim from the benchmark's cost model (``inference_cost_model.json``): per
     one-stream model class, the gallery size N at which two-stream / one-stream crosses the paper's 3/1000,
@@ -175,14 +183,18 @@ def inference_claim(results: Path) -> pd.DataFrame | None:
     cm = json.loads(path.read_text())
     x = cm["exhaustive_check"]
     rows = [{"one-stream model": name, "a (s per item)": f"{m['a']:.3g}", "b (s per pair)": f"{m['b']:.3g}",
-             "N where the ratio = 3/1000": f"{m['crossing_n_images']:,.0f}" if m["crossing_n_images"] else "never",
-             "ratio as N -> infinity": f"{1000 * m['ratio_large_n_limit']:.3g}/1000"}
+             "N where the ratio = 3/1000": fmt_or_reason(m.get("crossing_n_images"), ",.0f", m.get("crossing_n_reason")),
+             "ratio as N -> infinity": fmt_or_reason(m.get("ratio_large_n_limit"), ".3g", m.get("ratio_large_n_reason"),
+                                                     1000, "/1000")}
             for name, m in cm["models"].items()]
     df = pd.DataFrame(rows)
     df.attrs["exhaustive"] = (f"one-stream exhaustive at N = {x['n_images']}: measured {x['measured_s']:.3g} s end to "
                               f"end, {x['extrapolated_from_pair_sample_s']:.3g} s extrapolated from a pair sample, "
                               f"{x['cost_model_predicted_s']:.3g} s predicted by the cost model ({cm['device']}, "
                               f"{cm['threads']} threads)")
+    st = cm.get("one_stream_fit_stability")
+    if st and not st["stable"]:
+        df.attrs["exhaustive"] += f"; the one-stream fit is not stable across repeats ({st['reason']})"
     return df
 
 

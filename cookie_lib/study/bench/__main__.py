@@ -28,7 +28,7 @@ import torch
 from ...runtime import atomic_write_json, atomic_write_text, manifest
 from ..report import PAPER_INFERENCE_RATIO
 from . import ASSUMPTIONS
-from .costmodel import COST_CSV_COLUMNS, crossing_n, curve, fit_cost_model, paper_class_model
+from .costmodel import COST_CSV_COLUMNS, NOT_DETERMINED, curve, derived_fields, fit_cost_model, paper_class_model
 from .inference import (default_encoders, exhaustive_benchmark, inference_benchmark, inference_figure,
                         measure_exhaustive)
 from .scale import eval_benchmark
@@ -48,14 +48,22 @@ def cost_model_benchmark(rows: Rows, device: torch.device, sizes: dict, inferenc
     last = sizes["fit_ns"][-1]
     measure_exhaustive(2, device, encoders, sizes["pair_batch"])  # warm-up: the first call pays one-off costs
 
-    def best_of_2(n):  # the faster of two runs: other processes share these cores
+    repeats = sizes["fit_repeats"]
+
+    def median_of_repeats(n):  # the median run: other processes share these cores
         runs = [measure_exhaustive(n, device, encoders, sizes["pair_batch"], count=n == last and r == 0)
-                for r in range(2)]
-        best = min(runs, key=lambda r: r["seconds"])
-        return {**best, "joint_flops": runs[0].get("joint_flops")}
-    points = [dict(n_images=n, n_captions=CAPS_PER_IMAGE * n, **best_of_2(n)) for n in sizes["fit_ns"]]
-    one = fit_cost_model([p["n_images"] for p in points], [p["n_captions"] for p in points],
-                         [p["seconds"] for p in points])
+                for r in range(repeats)]
+        mid = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
+        return {**mid, "joint_flops": runs[0].get("joint_flops"), "repeat_seconds": [r["seconds"] for r in runs]}
+    points = [dict(n_images=n, n_captions=CAPS_PER_IMAGE * n, **median_of_repeats(n)) for n in sizes["fit_ns"]]
+    fit_args = ([p["n_images"] for p in points], [p["n_captions"] for p in points])
+    one = fit_cost_model(*fit_args, [p["seconds"] for p in points])
+    # stability: the same fit on each repeat alone; b must be resolved (> 0) in every one, within 2x
+    b_reps = [fit_cost_model(*fit_args, [p["repeat_seconds"][r] for p in points]).b for r in range(repeats)]
+    stable = min(b_reps) > 0 and max(b_reps) <= 2 * min(b_reps)
+    stability = {"b_per_repeat": b_reps, "stable": stable,
+                 "reason": "" if stable else ("b fitted as 0 in some repeat" if min(b_reps) == 0 else
+                                              f"b varies {max(b_reps) / min(b_reps):.2g}x across repeats")}
     # FLOP/s the measured joint passes achieve on this machine (largest fit point, real captions)
     achieved = points[-1]["joint_flops"] / points[-1]["joint_s"]
     flops_pair = points[-1]["joint_flops"] / points[-1]["pairs"]
@@ -68,17 +76,16 @@ def cost_model_benchmark(rows: Rows, device: torch.device, sizes: dict, inferenc
               "threads": torch.get_num_threads(), "two_stream": {"a": two.a, "b": two.b},
               "two_stream_points": [{"n_images": int(n), "n_captions": int(CAPS_PER_IMAGE * n), "seconds": t}
                                     for n, t in zip(curves["N"], curves["two_stream"])],
-              "one_stream_points": points, "one_stream_flops_per_pair": flops_pair, "paper_class": paper_info,
+              "one_stream_points": points, "one_stream_fit_stability": stability,
+              "one_stream_flops_per_pair": flops_pair, "paper_class": paper_info,
               "exhaustive_check": {"n_images": n_x, "measured_s": exhaustive["seconds"],
                                    "extrapolated_from_pair_sample_s": exhaustive["extrapolated_s"],
                                    "cost_model_predicted_s": predicted},
               "models": {}}
     for name, model in models.items():
-        n_star = crossing_n(two, model, PAPER_INFERENCE_RATIO, CAPS_PER_IMAGE)
-        small = two.a / model.a if model.a else None
-        large = two.b / model.b if model.b else None  # None: b fitted as 0 (no per-pair cost resolved)
-        result["models"][name] = {"a": model.a, "b": model.b, "crossing_n_images": n_star,
-                                  "ratio_small_n_limit": small, "ratio_large_n_limit": large}
+        fields = derived_fields(two, model, PAPER_INFERENCE_RATIO, CAPS_PER_IMAGE)  # None + reason where undetermined
+        n_star = fields["crossing_n_images"]
+        result["models"][name] = fields
         cols = dict(device=dev, variant=name)
         rows.add("cost_model", f"{dev} {name}", "a_s_per_item", model.a, "s", "fitted, NNLS on relative error", **cols)
         rows.add("cost_model", f"{dev} {name}", "b_s_per_pair", model.b, "s", "", **cols)
@@ -103,7 +110,9 @@ def cost_model_benchmark(rows: Rows, device: torch.device, sizes: dict, inferenc
     for name, m in result["models"].items():
         n_star = m["crossing_n_images"]
         print(f"  {name}: a {m['a']:.3g} s/item, b {m['b']:.3g} s/pair; ratio crosses 3/1000 at N = "
-              + (f"{n_star:,.0f}" if n_star else "never"))
+              + (f"{n_star:,.0f}" if n_star is not None else f"{NOT_DETERMINED} ({m['crossing_n_reason']})"))
+    if not stable:
+        print(f"  one-stream fit NOT stable across repeats: {stability['reason']}")
     return result
 
 
@@ -193,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  one-stream exhaustive N={x['n_images']}: measured {x['measured_s']:.3g} s, extrapolated from pairs "
           f"{x['extrapolated_from_pair_sample_s']:.3g} s, cost model {x['cost_model_predicted_s']:.3g} s")
     for k, v in headline["crossing_n_images"].items():
-        print(f"  ratio = 3/1000 at N = {v:,.0f} for {k}" if v else f"  ratio never reaches 3/1000 for {k}")
+        print(f"  ratio = 3/1000 at N = {v:,.0f} for {k}" if v is not None else
+              f"  ratio = 3/1000: {NOT_DETERMINED} for {k} ({cost['models'][k]['crossing_n_reason']})")
     for k, v in headline["training_pairs_per_s"].items():
         print(f"  training {k:28s} {v:8.1f} pairs/s")
     print(f"  achieved / fp32 matmul ceiling ({headline['matmul_ceiling_flops_per_s'] / 1e9:.1f} GFLOP/s): "

@@ -85,6 +85,46 @@ def crossing_n(two: CostModel, one: CostModel, target: float, caps: float = 5.0)
     return float(n) if n > 0 and math.isfinite(n) else None
 
 
+NOT_DETERMINED = "not determined"
+
+
+def limits(two: CostModel, one: CostModel) -> dict:
+    """The ratio's two limits, each a value or None with the reason it is not determined:
+
+        small N: r -> a2 / a1      (None when a1 = 0: the one-stream fit has no per-item cost)
+        large N: r -> b2 / b1      (None when b1 = 0: the one-stream fit resolved no per-pair cost)
+
+    Returns {"ratio_small_n_limit", "ratio_small_n_reason", "ratio_large_n_limit", "ratio_large_n_reason"};
+    a reason is "" when its value is determined."""
+    out = {}
+    for key, num, den, what in (("small", two.a, one.a, "a"), ("large", two.b, one.b, "b")):
+        ok = den > 0
+        out[f"ratio_{key}_n_limit"] = float(num / den) if ok else None
+        out[f"ratio_{key}_n_reason"] = "" if ok else f"one-stream {what} fitted as 0"
+    return out
+
+
+def crossing_reason(two: CostModel, one: CostModel, target: float, caps: float = 5.0) -> str:
+    """Why :func:`crossing_n` is None ("" when it is not): a fit with a = b = 0, one with b = 0 (the
+    ratio never falls with N), or a target outside the ratio's range (a2/a1 .. b2/b1)."""
+    if crossing_n(two, one, target, caps) is not None:
+        return ""
+    if one.a == 0 and one.b == 0:
+        return "one-stream fit is a = b = 0"
+    if one.b == 0:
+        return "one-stream b fitted as 0: the ratio does not fall with N"
+    lo = two.b / one.b
+    hi = two.a / one.a if one.a > 0 else float("inf")
+    return f"never crosses: the ratio stays between {lo:.3g} (N -> inf) and {hi:.3g} (N -> 0)"
+
+
+def derived_fields(two: CostModel, one: CostModel, target: float, caps: float = 5.0) -> dict:
+    """Every quantity derived from the two fits, each a value or None plus a reason (see :func:`limits`,
+    :func:`crossing_reason`): {"a", "b", "crossing_n_images", "crossing_n_reason", ratio limits ...}."""
+    return {"a": one.a, "b": one.b, "crossing_n_images": crossing_n(two, one, target, caps),
+            "crossing_n_reason": crossing_reason(two, one, target, caps), **limits(two, one)}
+
+
 def joint_flops_per_pair(dim: int, depth: int, heads: int, tokens: int) -> int:
     """Forward FLOPs of one pass of a depth x dim joint transformer over ``tokens`` tokens, counted by
     FlopCounterMode on the library's own transformer block (matmuls and attention; norms not counted)."""
@@ -113,9 +153,10 @@ def curve(two: CostModel, ones: dict[str, CostModel], ns, caps: float = 5.0) -> 
             m = caps * n
             t2, t1 = float(two.time(n, m)), float(one.time(n, m))
             out.append({"model": name, "n_images": int(n), "n_captions": int(m), "two_stream_s": t2,
-                        "one_stream_s": t1, "ratio": t2 / t1})
+                        "one_stream_s": t1, "ratio": t2 / t1 if t1 > 0 else float("nan")})  # nan: a = b = 0
     return out
 
 
-__all__ = ["CostModel", "fit_cost_model", "ratio", "crossing_n", "joint_flops_per_pair", "paper_class_model",
+__all__ = ["CostModel", "fit_cost_model", "ratio", "crossing_n", "crossing_reason", "limits", "derived_fields",
+           "NOT_DETERMINED", "joint_flops_per_pair", "paper_class_model",
            "curve", "PAPER_CLASS", "COST_CSV_COLUMNS"]

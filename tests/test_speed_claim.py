@@ -1,0 +1,82 @@
+"""The inference-time claim when a timing fit is degenerate: every derived field is a value or an explicit
+"not determined (reason)", in the cost model's fields, the report's table and notebook 06 (smoke profile)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cookie_lib.study import report
+from cookie_lib.study.bench.costmodel import CostModel, crossing_n, derived_fields
+
+ROOT = Path(__file__).resolve().parent.parent
+TWO = CostModel(1e-3, 1e-9)
+DEGENERATE = {
+    "b = 0": CostModel(2e-3, 0.0),  # noise let NNLS put the whole cost on a
+    "a = b = 0": CostModel(0.0, 0.0),
+    "never crosses": CostModel(1.1e-3, 1e-8),  # b2/b1 = 0.1 > 3/1000: the ratio never falls that low
+}
+
+
+def degenerate_cost_json(path: Path) -> Path:
+    """An inference_cost_model.json as the benchmark writes it, with one degenerate fit per model."""
+    models = {name: derived_fields(TWO, one, report.PAPER_INFERENCE_RATIO) for name, one in DEGENERATE.items()}
+    blob = {"device": "cpu", "threads": 1, "paper_ratio": report.PAPER_INFERENCE_RATIO, "models": models,
+            "one_stream_fit_stability": {"stable": False, "reason": "b fitted as 0 in some repeat"},
+            "exhaustive_check": {"n_images": 10, "measured_s": 0.5, "extrapolated_from_pair_sample_s": 0.4,
+                                 "cost_model_predicted_s": 0.45}}
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "inference_cost_model.json").write_text(json.dumps(blob))
+    return path
+
+
+def test_derived_fields_give_a_reason_for_every_missing_value():
+    f = derived_fields(TWO, DEGENERATE["b = 0"], 3e-3)
+    assert f["crossing_n_images"] is None and "b fitted as 0" in f["crossing_n_reason"]
+    assert f["ratio_large_n_limit"] is None and f["ratio_large_n_reason"] == "one-stream b fitted as 0"
+    assert f["ratio_small_n_limit"] == pytest.approx(0.5) and f["ratio_small_n_reason"] == ""
+    f = derived_fields(TWO, DEGENERATE["a = b = 0"], 3e-3)
+    assert f["crossing_n_images"] is None and "a = b = 0" in f["crossing_n_reason"]
+    assert f["ratio_small_n_limit"] is None and f["ratio_small_n_reason"] == "one-stream a fitted as 0"
+    f = derived_fields(TWO, DEGENERATE["never crosses"], 3e-3)
+    assert f["crossing_n_images"] is None and f["crossing_n_reason"].startswith("never crosses")
+    assert f["ratio_large_n_limit"] == pytest.approx(0.1)
+    ok = derived_fields(TWO, CostModel(1.2e-3, 2e-5), 3e-3)  # a regular fit: every value, no reason
+    assert ok["crossing_n_images"] == pytest.approx(crossing_n(TWO, CostModel(1.2e-3, 2e-5), 3e-3))
+    assert ok["crossing_n_reason"] == ok["ratio_large_n_reason"] == ok["ratio_small_n_reason"] == ""
+
+
+def test_fmt_or_reason():
+    assert report.fmt_or_reason(0.0123, ".3g", scale=1000, suffix="/1000") == "12.3/1000"
+    assert report.fmt_or_reason(None, ".3g", "b = 0") == "not determined (b = 0)"
+    assert report.fmt_or_reason(float("nan"), ".3g") == "not determined"
+
+
+def test_inference_claim_prints_not_determined(tmp_path):
+    df = report.inference_claim(degenerate_cost_json(tmp_path))
+    rows = df.set_index("one-stream model")
+    assert rows.loc["b = 0", "N where the ratio = 3/1000"].startswith("not determined (one-stream b fitted as 0")
+    assert rows.loc["b = 0", "ratio as N -> infinity"] == "not determined (one-stream b fitted as 0)"
+    assert rows.loc["a = b = 0", "N where the ratio = 3/1000"] == "not determined (one-stream fit is a = b = 0)"
+    assert rows.loc["never crosses", "N where the ratio = 3/1000"].startswith("not determined (never crosses")
+    assert rows.loc["never crosses", "ratio as N -> infinity"] == "100/1000"
+    assert "not stable across repeats" in df.attrs["exhaustive"]
+    assert "not determined" in report.to_markdown(df)
+
+
+@pytest.mark.slow
+def test_notebook_06_runs_on_a_degenerate_cost_model(tmp_path):
+    """Smoke notebook 06 (papermill) on a results folder whose cost model has b = 0 and no crossing."""
+    results = degenerate_cost_json(tmp_path / "results")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg", "TOKENIZERS_PARALLELISM": "false"}
+    out = tmp_path / "06_results.ipynb"
+    proc = subprocess.run([sys.executable, "-m", "papermill", "notebooks/06_results.ipynb", str(out), "-k", "python3",
+                           "-p", "results_dir", str(results), "--cwd", "notebooks", "--no-progress-bar"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = (results / "summary.md").read_text()
+    assert "not determined (one-stream b fitted as 0" in summary and "never crosses" in summary
