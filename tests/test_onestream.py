@@ -1,4 +1,5 @@
-"""cookie_lib.study.onestream: the ITM trainer on the fixture, hard-negative draws, re-ranking, the table."""
+"""cookie_lib.study.onestream: the cross-encoder (towers + joint blocks), its calibration, hard-negative
+mining, the trainer with validation-based checkpoint choice, re-ranking and the speed/accuracy table."""
 from __future__ import annotations
 
 import json
@@ -9,8 +10,9 @@ import torch
 from cookie_lib.config import load_config, resolve_path
 from cookie_lib.features import split_features
 from cookie_lib.model import CookieModel
-from cookie_lib.study.onestream import (TABLE_COLUMNS, gallery_eval, hard_negatives,
-                                        load_onestream, pessimistic_ranks, rerank, train_onestream, write_table)
+from cookie_lib.study.onestream import (SETTINGS, TABLE_COLUMNS, CrossEncoder, Gallery, Positives, encode_split,
+                                        gallery_eval, load_onestream, mine_hard_negatives, pessimistic_ranks, rerank,
+                                        score_index_pairs, train_onestream, write_table)
 
 
 @pytest.fixture(scope="module")
@@ -18,55 +20,95 @@ def smoke(smoke_corpus):
     cfg = load_config("smoke")
     dataset = resolve_path(cfg.data.dataset)
     train = split_features(cfg, smoke_corpus.split("train"), "train", cfg.train.num_views, dataset, progress=False)
+    val = split_features(cfg, smoke_corpus.split("val"), "val", 1, dataset, progress=False)
     test = split_features(cfg, smoke_corpus.split("test"), "test", 1, dataset, progress=False)
-    return cfg, train, test
+    return cfg, train, val, test
+
+
+def _cookie(cfg, feats, seed=0):
+    torch.manual_seed(seed)
+    return CookieModel(cfg.model, feats.image_tokens.shape[-1], feats.text_tokens.shape[-1],
+                       feats.image_tokens.shape[-2]).eval()
 
 
 @pytest.fixture(scope="module")
 def trained(smoke, tmp_path_factory):
-    cfg, train, _ = smoke
+    cfg, train, val, _ = smoke
     out = tmp_path_factory.mktemp("onestream")
-    return out, train_onestream(cfg, out, seed=0, steps=6, train_feats=train, device="cpu", log_every=1)
+    res = train_onestream(cfg, out, seed=0, cookie=_cookie(cfg, train), steps=6, train_feats=train, val_feats=val,
+                          device="cpu", log_every=1)
+    return out, res
 
 
-def test_trainer_runs_and_writes_result(trained, smoke):
+def test_trainer_writes_result_and_keeps_the_best_validation_epoch(trained, smoke):
     out, res = trained
     assert res["steps"] == 6 and len(res["history"]) == 6
     data = json.loads((out / "result.json").read_text())
-    assert data["kind"] == "onestream_itm" and data["config"]["model"]["dim"] == 64
+    assert data["kind"] == "onestream_itm" and data["settings"] == SETTINGS and data["config"]["model"]["dim"] == 64
     for rec in data["history"]:
         assert rec["itm"] > 0 and 0 <= rec["itm_acc"] <= 100
-    # the saved weights load back into a model of the same shape and score the same
-    _, train, _ = smoke
+    val = data["val"]
+    assert val[0]["epoch"] == 0 and len(val) >= 2  # step 0 (= COOKIE) and at least one trained epoch
+    chosen = max(val[1:], key=lambda r: r["r1"])  # the kept epoch: best validation R@1, never step 0
+    assert data["best_epoch"] == chosen["epoch"] >= 1 and data["val_best_r1"] == chosen["r1"]
+    # the saved weights load back and score like the model that wrote them
+    _, train, _, _ = smoke
     model = load_onestream(out / "onestream.pt", train)
-    img, txt, mask = train.image_tokens[0, :2].float(), train.text_tokens[:2].float(), train.text_mask[:2]
+    img, txt, mask = train.image_tokens[0, :3].float(), train.text_tokens[:3].float(), train.text_mask[:3]
     with torch.no_grad():
-        assert torch.isfinite(model.score(img, txt, mask)).all()
+        s = model.score(img, txt, mask)
+    assert s.shape == (3,) and torch.isfinite(s).all()
 
 
-def test_trainer_learns_on_a_fixed_batch(smoke, tmp_path):
-    """40 steps of ITM lower the loss well below its start (log 2 x ~1 for random logits)."""
-    cfg, train, _ = smoke
-    res = train_onestream(cfg, tmp_path, seed=1, steps=40, train_feats=train, device="cpu", log_every=1)
-    first = sum(r["itm"] for r in res["history"][:5]) / 5
-    last = sum(r["itm"] for r in res["history"][-5:]) / 5
-    assert last < first, (first, last)
+def test_joint_layers_are_not_the_identity_but_the_start_ranks_as_cookie(smoke):
+    cfg, train, _, test = smoke
+    cookie = _cookie(cfg, train)
+    model = CrossEncoder(cookie).eval()
+    assert all(float(b.ls1.gamma.detach().abs().min()) == 1.0 for b in model.joint.layers)  # LayerScale 1, not 0
+    enc = encode_split(model, test, range(4), torch.arange(6), "cpu")
+    ii, jj = torch.arange(4).repeat_interleave(6), torch.arange(6).repeat(4)
+    with torch.no_grad():
+        v, t = enc["v"][ii], enc["t"][jj]
+        x = torch.cat([model.cls.expand(len(ii), -1, -1), v + model.type_img, t + model.type_txt], 1)
+        h = model.joint(x, None)[:, 0]
+    assert float(h.std(0).mean()) > 1e-3  # the CLS state depends on the pair: the joint pass is not constant
+    # the match layer starts at 0: scores = exp(s) <u, w> + b, COOKIE's ranking exactly
+    scores = score_index_pairs(model, enc, ii, jj).view(4, 6)
+    cos = enc["u"] @ enc["w"].T
+    assert torch.equal(scores.argsort(1), cos.argsort(1))
+    rows = gallery_eval(model, test, list(range(len(test.records))), ks=(3,), exhaustive=True)
+    two = rows[0]
+    for r in rows[1:]:
+        assert (r["i2t_r1"], r["t2i_r1"]) == (two["i2t_r1"], two["t2i_r1"]), r
 
 
-def test_hard_negatives_never_draw_a_positive():
+def test_calibrate_fits_the_logistic_regression_on_cookie_cosine(smoke):
+    cfg, train, _, _ = smoke
+    model = CrossEncoder(_cookie(cfg, train))
     gen = torch.Generator().manual_seed(0)
-    keys = torch.tensor([0, 0, 1, 2, 2, 3])
-    sim = torch.randn(6, 6, generator=gen)
-    for _ in range(20):
-        neg_cap, neg_img = hard_negatives(sim, keys, gen)
-        assert (keys[neg_cap] != keys).all() and (keys[neg_img] != keys).all()
-    # a very peaked similarity picks the hardest negative
-    sim = torch.zeros(3, 3)
-    sim[0, 2] = 100.0
-    neg_cap, _ = hard_negatives(sim, torch.tensor([0, 1, 2]), gen, temperature=0.01)
-    assert int(neg_cap[0]) == 2
-    with pytest.raises(ValueError, match="batch"):
-        hard_negatives(torch.zeros(1, 1), torch.tensor([0]), gen)
+    cos = torch.cat([0.6 + 0.05 * torch.randn(200, generator=gen), 0.4 + 0.05 * torch.randn(400, generator=gen)])
+    labels = torch.cat([torch.ones(200), torch.zeros(400)])
+    model.calibrate(cos, labels)
+    logit = model.log_sim_scale.exp() * cos + model.match.bias
+    acc = float(((logit > 0).float() == labels).float().mean())
+    assert acc > 0.95 and float(model.log_sim_scale.exp()) > 10  # separable at 0.5: a steep, centred logit
+    assert abs(float(-model.match.bias / model.log_sim_scale.exp()) - 0.5) < 0.05
+
+
+def test_hard_negatives_are_the_most_similar_non_positives(smoke):
+    _, _, _, test = smoke
+    images, caps = list(range(len(test.records))), torch.arange(len(test.texts))
+    pos = Positives(test, images, caps)
+    dense = pos.dense()
+    assert dense.sum(1).min() >= 1  # every image has its own captions
+    gen = torch.Generator().manual_seed(0)
+    img, txt = torch.randn(len(images), 8, generator=gen), torch.randn(len(caps), 8, generator=gen)
+    c, c_ok, i, i_ok = mine_hard_negatives(img, txt, pos, k=4, chunk=5)
+    assert c.shape == (len(images), 4) and i.shape == (len(caps), 4)
+    assert not dense.gather(1, c)[c_ok].any() and not dense.T.gather(1, i)[i_ok].any()
+    sim = (img @ txt.T).masked_fill(dense, float("-inf"))
+    assert torch.equal(c[:, 0], sim.argmax(1))  # the first slot is the hardest negative
+    assert torch.equal(pos.rows_of_captions(range(len(caps))), dense.T)
 
 
 def test_pessimistic_ranks_and_rerank():
@@ -74,25 +116,34 @@ def test_pessimistic_ranks_and_rerank():
     pos = torch.tensor([[True, False, False], [False, True, False]])
     assert pessimistic_ranks(scores, pos).tolist() == [1, 1]  # a tie counts against the query
     two = torch.tensor([[3.0, 2.0, 1.0]])
-    top = torch.tensor([[0, 1]])
-    r = rerank(two, {(0, 0): -5.0, (0, 1): 7.0}, top)
+    r = rerank(two, torch.tensor([[0, 1]]), torch.tensor([[-5.0, 7.0]]))
     assert r.argsort(descending=True)[0].tolist() == [1, 0, 2]  # re-ranked top 2 above the rest
 
 
 def test_rerank_with_k_equal_gallery_is_exhaustive(trained, smoke):
-    cfg, _, test = smoke
+    _, _, _, test = smoke
     out, _ = trained
-    torch.manual_seed(0)
-    cookie = CookieModel(cfg.model, test.image_tokens.shape[-1], test.text_tokens.shape[-1],
-                         test.image_tokens.shape[-2])
-    onestream = load_onestream(out / "onestream.pt", test)
+    model = load_onestream(out / "onestream.pt", test)
     images = list(range(8))
     n_caps = sum(len(test.caption_ids[i]) for i in images)
-    rows = gallery_eval(cookie, onestream, test, images, ks=(n_caps,), exhaustive=True, label="t")
+    rows = gallery_eval(model, test, images, ks=(n_caps, 2), exhaustive=True, label="t")
     by = {r["method"]: r for r in rows}
     full, rr = by["one-stream exhaustive"], by[f"two-stream + re-rank top {n_caps}"]
     assert rr["i2t_r1"] == full["i2t_r1"] and rr["t2i_r1"] == full["t2i_r1"]
     assert rr["pairs_scored"] == full["pairs_scored"] == 8 * n_caps
-    written = write_table(rows, out)
+    assert by["two-stream + re-rank top 2"]["pairs_scored"] <= 2 * (8 + n_caps)
+    g = Gallery(model, test, images)
+    assert torch.allclose(g.exhaustive()[1, 3], g.score(torch.tensor([1]), torch.tensor([3]))[0])
+    written = write_table([dict(r, seed=0) for r in rows], out)
     header = written[0].read_text().splitlines()[0].split(",")
-    assert header == TABLE_COLUMNS and written[2].read_bytes()[:4] == b"\x89PNG"
+    assert header == TABLE_COLUMNS + ["seed"] and written[2].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_trainer_learns(smoke, tmp_path):
+    """30 steps of ITM on hard negatives lower the loss below its (calibrated) start."""
+    cfg, train, val, _ = smoke
+    res = train_onestream(cfg, tmp_path, seed=1, cookie=_cookie(cfg, train, 1), steps=30, train_feats=train,
+                          val_feats=val, device="cpu", log_every=1)
+    first = sum(r["itm"] for r in res["history"][:5]) / 5
+    last = sum(r["itm"] for r in res["history"][-5:]) / 5
+    assert last < first, (first, last)

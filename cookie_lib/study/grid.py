@@ -36,6 +36,7 @@ from ..runtime import atomic_write_json, manifest
 from ..search import export_model
 from ..train import Trainer, load_corpus
 from .downstream import DownstreamSuite, frozen_baseline
+from .onestream import SETTINGS as ONESTREAM_SETTINGS
 from .onestream import load_onestream, speed_accuracy_table, train_onestream
 from .profile import load_run_profile
 
@@ -102,10 +103,11 @@ def run_one(profile: str, variant: str, seed: int, corpus: KarpathyCorpus | None
     done = out / "result.json"
     if done.exists():
         result = json.loads(done.read_text())
-        if result.get("config") == cfg.to_dict():
+        if _same_run(result, cfg, variant):
             return result
-    if variant == ONESTREAM:
-        return train_onestream(cfg, out, seed)
+    if variant == ONESTREAM:  # on top of the trained COOKIE run of the same seed (trained first if missing)
+        run_one(profile, "cookie", seed, corpus, extra, runs_root, progress)
+        return train_onestream(cfg, out, seed, cookie=run_dir(profile, "cookie", seed, runs_root))
     trainer = Trainer(cfg, out, progress=progress, corpus=corpus)
     state = trainer.run(resume=True)
     metrics, per_query = downstream_suite(profile, cfg, progress).evaluate(trainer.model, trainer.device)
@@ -185,16 +187,33 @@ def _run_jobs(profile, jobs, extra, runs_root, progress, workers) -> list[dict]:
         split_features_for(profile, extra, corpus)
         downstream_suite(profile, cfg, progress)
         with ThreadPoolExecutor(workers) as pool:  # threads only wait on the training subprocesses
-            futures = [pool.submit(_run_in_subprocess, profile, v, s, extra, runs_root) for v, s in todo]
+            futures: dict = {}
+            for v, s in todo:
+                # the cross-encoder starts from the COOKIE run of its seed: wait for that job first
+                after = futures.get(("cookie", s)) if v == ONESTREAM else None
+                futures[(v, s)] = pool.submit(_after, after, _run_in_subprocess, profile, v, s, extra, runs_root)
+            futures = list(futures.values())
             for f in tqdm(futures, desc=f"runs ({workers} at a time)", disable=not progress):
                 f.result()
     return [run_one(profile, v, s, corpus, extra, runs_root, progress) for v, s in jobs]
 
 
+def _same_run(result: dict, cfg: Config, variant: str) -> bool:
+    """A finished run's result.json matches this config (and, for the cross-encoder, its settings)."""
+    return result.get("config") == cfg.to_dict() and (variant != ONESTREAM or result.get("settings") == ONESTREAM_SETTINGS)
+
+
+def _after(before, fn, *args):
+    """fn(*args) once the future ``before`` (or None) is done; its error, if any, is raised first."""
+    if before is not None:
+        before.result()
+    return fn(*args)
+
+
 def _finished(profile, variant, seed, extra, runs_root) -> bool:
     done = run_dir(profile, variant, seed, runs_root) / "result.json"
-    return done.exists() and json.loads(done.read_text()).get("config") == \
-        variant_config(profile, variant, seed, extra).to_dict()
+    return done.exists() and _same_run(json.loads(done.read_text()), variant_config(profile, variant, seed, extra),
+                                       variant)
 
 
 def run_study(profile: str, runs_root: str | Path = "runs", progress: bool = True) -> pd.DataFrame:
@@ -202,9 +221,12 @@ def run_study(profile: str, runs_root: str | Path = "runs", progress: bool = Tru
     and the frozen baseline, as one frame (runs already finished are loaded, not retrained)."""
     run = load_run_profile(profile)
     jobs = [(v, s) for v in PRIMARY for s in run.seeds] + [(v, s) for v in SECONDARY for s in run.secondary_seeds]
-    onestream = [(ONESTREAM, s) for s in run.onestream_seeds]  # first: the longest jobs should not run last, alone
-    results = _run_jobs(profile, onestream + jobs, None, runs_root, progress, None)
-    return results_frame(results[len(onestream):] + [frozen_run(profile, runs_root=runs_root)])
+    # the cross-encoders start from the COOKIE run of their seed: queue COOKIE's runs first, then them, then
+    # the rest, so no worker waits on a COOKIE run and none trains a cross-encoder alone at the end
+    onestream = [(ONESTREAM, s) for s in run.onestream_seeds]
+    order = [j for j in jobs if j[0] == "cookie"] + onestream + [j for j in jobs if j[0] != "cookie"]
+    results = dict(zip(order, _run_jobs(profile, order, None, runs_root, progress, None)))
+    return results_frame([results[j] for j in jobs] + [frozen_run(profile, runs_root=runs_root)])
 
 
 # ----------------------------------------------------------------------------- what the notebooks look at
@@ -238,18 +260,19 @@ def design_matrices(profile: str, seed: int, runs_root: str | Path = "runs") -> 
 
 def speed_accuracy(profile: str, seeds: list[int], runs_root: str | Path = "runs", n_exhaustive: int = 100
                    ) -> pd.DataFrame:
-    """The speed/accuracy table on the emoji test set for each seed: COOKIE (that seed) as two-stream,
-    as a shortlist re-ranked by the one-stream model (that seed), and the one-stream model exhaustively on
-    a seeded ``n_exhaustive``-image subset. Cached next to the one-stream run (``speed_accuracy.json``)."""
+    """The speed/accuracy table on the emoji test set for each seed: COOKIE (that seed) as two-stream, as
+    a shortlist re-ranked by the cross-encoder trained on it, and the cross-encoder exhaustively on a
+    seeded ``n_exhaustive``-image subset. Cached next to the one-stream run (``speed_accuracy.json``,
+    recomputed when the run is newer)."""
     cfg = load_config(profile)
     suite = downstream_suite(profile, cfg)
     frames = []
     for seed in seeds:
         run_one(profile, ONESTREAM, seed, runs_root=runs_root, progress=False)
-        path = run_dir(profile, ONESTREAM, seed, runs_root) / "speed_accuracy.json"
-        if not path.exists():
-            onestream = load_onestream(path.with_name("onestream.pt"), suite.emoji)
-            table = speed_accuracy_table(load_model(profile, "cookie", seed, runs_root), onestream, suite.emoji,
+        folder = run_dir(profile, ONESTREAM, seed, runs_root)
+        path, weights = folder / "speed_accuracy.json", folder / "onestream.pt"
+        if not path.exists() or path.stat().st_mtime < weights.stat().st_mtime:
+            table = speed_accuracy_table(load_onestream(weights, suite.emoji), suite.emoji,
                                          n_exhaustive=n_exhaustive, seed=seed)
             atomic_write_json(table, path)
         frames.append(pd.DataFrame(json.loads(path.read_text())).assign(seed=seed))

@@ -1,175 +1,257 @@
-"""The one-stream baseline, trained and evaluated, so the speed claim has accuracy on both sides.
+"""The one-stream cross-encoder of the speed claim, trained and evaluated, so the claim has accuracy on both sides.
 
-Training (image-text matching, ITM, with in-batch hard negatives, as in ALBEF/BLIP)::
+Model (:class:`CrossEncoder`, image-text matching as in ALBEF/BLIP)::
 
-    result = train_onestream(cfg, out_dir, seed=0)      # cfg: the same Config as COOKIE's pre-training
+    v_i, u_i = Towers(image tokens)       # COOKIE's trained projections + head: states [T_v, d], pooled unit [d]
+    t_j, w_j = Towers(caption tokens)     # the same for the caption: [T, d], [d]
+    h = Joint([CLS; v_i + e_img; t_j + e_txt])          # ``joint_depth`` full-attention blocks, LayerScale 1
+    score(i, j) = exp(s) <u_i, w_j> + W_m h[CLS] + b_m
 
-Each step takes B training images, one view and one caption each (:func:`cookie_lib.step.sample_pairs`,
-the same draws COOKIE's step makes), from the cached encoder tokens of the same corpus. Hard negatives
-come from the batch's own similarity: with u_i = mean-pooled projected image tokens and w_j =
-masked-mean projected caption tokens of the model itself (detached, L2-normalised), s_ij = <u_i, w_j>;
-for every image a negative caption is drawn with probability softmax_j(s_ij / 0.1) over captions whose
-image has another key, and for every caption a negative image likewise. The 3B pairs (B positives, 2B
-negatives) are scored by the joint transformer and trained with binary cross-entropy on the match logit
+The towers are the trained COOKIE model of the same seed, frozen (its per-item states are computed once
+per image and per caption, as every cross-encoder's unimodal encoders are). The joint blocks attend over
+both modalities at once, so every (image, caption) pair needs its own pass: N x M passes for exhaustive
+retrieval. They are *not* the identity at initialisation (LayerScale 1, standard init); the match
+layer W_m starts at 0 and exp(s), b_m at the logistic fit of positives vs mined negatives on COOKIE's
+cosine (:meth:`CrossEncoder.calibrate`), so at step 0 the score ranks exactly as COOKIE, calibrated, and
+what training adds is the joint layers' correction. Adding the dual encoder's similarity to the matching
+logit is what ALBEF and BLIP do when they re-rank (``score + topk_sim`` in their retrieval code).
 
-    L = BCE(score(v_i, t_i), 1) + BCE(score(v_i, t_neg(i)), 0) + BCE(score(v_neg(j), t_j), 0)   (mean over 3B)
+Training (:func:`train_onestream`): each step takes B training images (one cached view each, grid flips
+included) and one of each image's captions. Hard negatives are mined once from COOKIE's similarity over
+the whole training split: for every image its ``HARD_NEGATIVE_POOL`` most similar captions of other keys,
+for every caption its most similar images of other keys; each step draws one negative caption per image
+and one negative image per caption uniformly from those pools. The 3B pairs are trained with
 
-with the library's optimiser groups and schedule (:func:`cookie_lib.step.build_optimizer`,
-:func:`cookie_lib.step.lr_lambda`) for the same number of optimiser steps and images per step as COOKIE
-(``train.epochs x (n_train // train.batch_size)``, or ``train.max_steps``): a comparable budget.
-``out_dir/result.json`` (config, seed, history, time) and ``out_dir/onestream.pt`` are written atomically.
+    L = mean over 3B pairs of BCE(score, label)       (B positives, label 1; 2B hard negatives, label 0)
+
+by AdamW (:func:`cookie_lib.step.build_optimizer`, the library's decay groups) on the schedule of
+:func:`cookie_lib.step.lr_lambda`, for ``ONESTREAM_EPOCHS`` epochs of ``n_train // train.batch_size`` steps
+(or ``steps``). After every epoch the model re-ranks COOKIE's top ``VAL_K`` on a seeded subset of
+``VAL_IMAGES`` validation images; the epoch with the best mean R@1 (both directions) is the checkpoint kept.
+``out_dir/result.json`` (config, settings, history, validation curve, chosen epoch) and
+``out_dir/onestream.pt`` are written atomically.
 
 Evaluation (:func:`speed_accuracy_table`), R@1 both ways with the pessimistic ranks of
-:mod:`cookie_lib.metrics`, seconds over the cached encoder tokens (the encoders cost the same in every row
-and are left out), pairs scored by the joint model:
+:mod:`cookie_lib.metrics`, seconds over the cached encoder tokens, pairs scored by the joint blocks:
 
 * two-stream: COOKIE embeddings, dot products;
 * two-stream + re-rank top k: each image's k best captions and each caption's k best images (by COOKIE)
-  re-scored by the one-stream model; the rest keep their order below them;
-* one-stream exhaustive: every pair scored (only on a gallery small enough for CPU: ``n_exhaustive`` images).
+  re-scored by the cross-encoder; the rest keep their order below them;
+* one-stream exhaustive: every pair scored (on a seeded gallery of ``n_exhaustive`` images).
 
-CLI: ``python -m cookie_lib.study.onestream train --profile P --out DIR [--seed S] [--steps K]`` and
-``python -m cookie_lib.study.onestream table --profile P --out DIR --cookie-checkpoint CKPT --onestream PT``
-(writes speed_accuracy.csv/.json and fig_speed_accuracy.png). The module is a little over 350 lines
-because it holds one baseline end to end (trainer, evaluation, table, CLI) for the notebook to import.
+CLI: ``python -m cookie_lib.study.onestream train --profile P --cookie RUN_DIR --out DIR [--seed S] [--steps K]``
+and ``python -m cookie_lib.study.onestream table --profile P --onestream PT --out DIR``.
+The module holds one baseline end to end (model, trainer, evaluation, table, CLI) for the notebooks.
 """
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
+import math
 import time
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import Config, config_from_dict, load_config, resolve_path
-from ..features import SplitFeatures, split_features
-from ..model import CookieModel, OneStreamModel, masked_mean
+from ..features import ImageTokens, SplitFeatures, split_features
+from ..model import CookieModel, HeadStack, masked_mean
 from ..runtime import atomic_save, atomic_write_json, atomic_write_text, manifest, pick_device, seed_everything
-from ..step import build_optimizer, epoch_batches, lr_lambda, sample_pairs, step_generator
-from .bench.inference import score_pairs
+from ..step import build_optimizer, epoch_batches, lr_lambda, step_generator
 
-HARD_NEGATIVE_TEMPERATURE = 0.1
+JOINT_DEPTH = 1           # joint blocks over [CLS; image; caption]: 2 cost 2x per training step (3 min per seed on 1 thread)
+HARD_NEGATIVE_POOL = 16   # negatives per image / caption mined from COOKIE's similarity over the training split
+ONESTREAM_EPOCHS = 3      # the towers are trained already; only the joint blocks learn (budget: ~3 min per seed)
+VAL_IMAGES = 300          # validation images the checkpoint is chosen on (all their captions)
+VAL_K = 10                # ... by re-ranking COOKIE's top 10 both ways
+SETTINGS = dict(joint_depth=JOINT_DEPTH, hard_negative_pool=HARD_NEGATIVE_POOL, epochs=ONESTREAM_EPOCHS,
+                val_images=VAL_IMAGES, val_k=VAL_K, init="calibrated")
 TABLE_COLUMNS = ["gallery", "n_images", "n_captions", "method", "k", "i2t_r1", "t2i_r1", "seconds", "pairs_scored"]
 
 
-# ----------------------------------------------------------------------------- training
-def _pooled(model: OneStreamModel, img: torch.Tensor, txt: torch.Tensor, mask: torch.Tensor):
-    """The model's own unimodal views for hard-negative mining: [B, d] image and caption vectors, unit norm."""
-    u = masked_mean(model.visual_proj(img), None)
-    w = masked_mean(model.text_proj(txt), mask)
-    return F.normalize(u, dim=-1), F.normalize(w, dim=-1)
+# ----------------------------------------------------------------------------- the model
+class CrossEncoder(nn.Module):
+    """COOKIE's frozen towers + ``joint_depth`` joint blocks + a match layer (see the module docstring).
 
-
-def hard_negatives(sim: torch.Tensor, keys: torch.Tensor, gen: torch.Generator, temperature: float =
-                   HARD_NEGATIVE_TEMPERATURE) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw one negative caption per image and one negative image per caption from the batch.
-
-    sim [B, B] (image i, caption j), keys [B] (pair i's key; same key = not a negative). Returns
-    (neg_caption [B], neg_image [B]) with P(j | i) = softmax_j(sim_ij / T) over {j : keys_j != keys_i}.
-    A row with no negative (all keys equal) falls back to a uniform draw among the others.
+    encode_images(tokens [B, T_v, C_v]) -> (states [B, T_v, d], emb [B, d] unit norm)
+    encode_texts(tokens [B, T, C_t], mask [B, T]) -> (states [B, T, d], emb [B, d])
+    score_states(v [P, T_v, d], u [P, d], t [P, T, d], w [P, d], mask [P, T]) -> logits [P]
+    score(img_tokens, txt_tokens, txt_mask) -> logits [B] (pairwise, row by row)
     """
-    b = sim.shape[0]
-    if b < 2:
-        raise ValueError(f"hard_negatives: a batch of {b} pair(s) has no negative; use train.batch_size >= 2")
-    allowed = keys[:, None] != keys[None, :]
-    fallback = ~torch.eye(b, dtype=torch.bool, device=sim.device)
-    allowed = torch.where(allowed.any(1, keepdim=True), allowed, fallback)
-    logits = (sim.float() / temperature).masked_fill(~allowed, float("-inf"))
-    probs_i2t = torch.softmax(logits, dim=1).cpu()
-    probs_t2i = torch.softmax(logits.T, dim=1).cpu()
-    neg_cap = torch.multinomial(probs_i2t, 1, generator=gen).squeeze(1)
-    neg_img = torch.multinomial(probs_t2i, 1, generator=gen).squeeze(1)
-    return neg_cap.to(sim.device), neg_img.to(sim.device)
+
+    def __init__(self, cookie: CookieModel, joint_depth: int = JOINT_DEPTH):
+        super().__init__()
+        self.cookie = copy.deepcopy(cookie).eval()
+        for p in self.cookie.parameters():
+            p.requires_grad_(False)
+        cfg = cookie.cfg
+        d = cfg.dim
+        self.cls = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+        # 1-D vectors: the optimiser's no-decay rule applies to them
+        self.type_img = nn.Parameter(torch.randn(d) * 0.02)
+        self.type_txt = nn.Parameter(torch.randn(d) * 0.02)
+        self.joint = HeadStack(dataclasses.replace(cfg, depth=joint_depth, layer_scale_init=1.0))
+        self.match = nn.Linear(d, 1)
+        nn.init.zeros_(self.match.weight)
+        nn.init.zeros_(self.match.bias)
+        self.log_sim_scale = nn.Parameter(torch.tensor(math.log(20.0)))  # set by calibrate() before training
+
+    @torch.no_grad()
+    def calibrate(self, cos: torch.Tensor, labels: torch.Tensor) -> None:
+        """Set exp(s) and the match bias b_m to the 1-D logistic regression of ``labels`` [P] on COOKIE's
+        cosine ``cos`` [P] (positives and mined negatives): the matching logit starts calibrated, so
+        training spends its steps on the joint layers instead of on moving a bias by ~10 at lr 1e-3."""
+        scale, bias = torch.tensor(1.0, requires_grad=True), torch.tensor(0.0, requires_grad=True)
+        opt = torch.optim.LBFGS([scale, bias], max_iter=100, line_search_fn="strong_wolfe")
+        x, y = cos.double().detach(), labels.double()
+
+        def closure():
+            opt.zero_grad()
+            with torch.enable_grad():
+                loss = F.binary_cross_entropy_with_logits(scale.double() * x * 10 + bias.double(), y)
+                loss.backward()
+            return loss
+        opt.step(closure)
+        self.log_sim_scale.fill_(math.log(max(float(scale) * 10, 1e-3)))
+        self.match.bias.fill_(float(bias))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.cookie.eval()  # frozen towers: no dropout
+        return self
+
+    def _states(self, x: torch.Tensor, mask: torch.Tensor | None, modality: str):
+        c = self.cookie
+        vec = None if c.modality_embedding is None else c.modality_embedding[modality]
+        states = c._stack(modality)(x, mask, vec)
+        return states, F.normalize(masked_mean(states, mask), dim=-1)
+
+    def encode_images(self, tokens: torch.Tensor):
+        return self._states(self.cookie.visual_proj(tokens) + self.cookie.visual_pos, None, "visual")
+
+    def encode_texts(self, tokens: torch.Tensor, mask: torch.Tensor):
+        return self._states(self.cookie.text_proj(tokens), mask, "text")
+
+    def score_states(self, v, u, t, w, mask):
+        p = v.shape[0]
+        x = torch.cat([self.cls.expand(p, -1, -1), v + self.type_img, t + self.type_txt], dim=1)
+        valid = torch.cat([torch.ones(p, 1 + v.shape[1], dtype=torch.bool, device=x.device), mask], dim=1)
+        h = self.joint(x, valid)[:, 0]
+        return self.log_sim_scale.exp() * (u * w).sum(-1) + self.match(h).squeeze(-1)
+
+    def score(self, img_tokens, txt_tokens, txt_mask):
+        v, u = self.encode_images(img_tokens)
+        t, w = self.encode_texts(txt_tokens, txt_mask)
+        return self.score_states(v, u, t, w, txt_mask)
 
 
-def itm_loss(model: OneStreamModel, img: torch.Tensor, txt: torch.Tensor, mask: torch.Tensor,
-             keys: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
-    """ITM loss of one batch of B positive pairs (img [B, T_v, C_v], txt [B, T, C_t], mask [B, T]) with
-    2B mined negatives; returns (loss, {"itm": loss, "itm_acc": accuracy of sign(logit) in %})."""
-    b = img.shape[0]
-    with torch.no_grad():
-        u, w = _pooled(model, img, txt, mask)
-        neg_cap, neg_img = hard_negatives(u @ w.T, keys, gen)
-    all_img = torch.cat([img, img, img[neg_img]])
-    all_txt = torch.cat([txt, txt[neg_cap], txt])
-    all_mask = torch.cat([mask, mask[neg_cap], mask])
-    labels = torch.cat([torch.ones(b), torch.zeros(2 * b)]).to(img.device)
-    logits = model.score(all_img, all_txt, all_mask)
-    loss = F.binary_cross_entropy_with_logits(logits.float(), labels)
-    acc = ((logits > 0).float() == labels).float().mean()
-    return loss, {"itm": float(loss.detach()), "itm_acc": 100.0 * float(acc)}
+@torch.no_grad()
+def encode_split(model: CrossEncoder, feats: SplitFeatures, images, captions, device, batch: int = 512) -> dict:
+    """Tower states of ``images`` (view 0) and ``captions`` (rows of feats.texts): {"v" [N, T_v, d],
+    "u" [N, d], "t" [M, T, d], "w" [M, d], "mask" [M, T]} on ``device``."""
+    images, captions = torch.as_tensor(images), torch.as_tensor(captions)
+    vs, us, ts, ws = [], [], [], []
+    for idx in images.split(batch):
+        v, u = model.encode_images(feats.image_tokens[0, idx].float().to(device))
+        vs.append(v), us.append(u)
+    mask = feats.text_mask[captions].to(device)
+    width = max(int(mask.sum(1).max()), 1) if len(captions) else 1
+    mask = mask[:, :width]
+    for rows, m in zip(captions.split(batch), mask.split(batch)):
+        t, w = model.encode_texts(feats.text_tokens[rows, :width].float().to(device), m)
+        ts.append(t), ws.append(w)
+    return {"v": torch.cat(vs), "u": torch.cat(us), "t": torch.cat(ts), "w": torch.cat(ws), "mask": mask}
 
 
-def build_onestream(cfg: Config, feats: SplitFeatures) -> OneStreamModel:
-    """A OneStreamModel of COOKIE's head size (cfg.model dim/depth/heads) over the cached token widths."""
-    return OneStreamModel(cfg.model, feats.image_tokens.shape[-1], feats.text_tokens.shape[-1],
-                          feats.image_tokens.shape[-2])
+@torch.no_grad()
+def score_index_pairs(model: CrossEncoder, enc: dict, ii: torch.Tensor, jj: torch.Tensor, batch: int = 1024
+                      ) -> torch.Tensor:
+    """Cross-encoder scores of the pairs (image ii[p], caption jj[p]) of :func:`encode_split` states -> [P].
+
+    Pairs are scored in caption-length order and each pass is trimmed to its longest caption (padding is
+    masked out of attention, so the scores do not change; the cost does)."""
+    out = torch.empty(len(ii), device=enc["u"].device)
+    lengths = enc["mask"].sum(1)
+    order = torch.argsort(lengths[jj], stable=True)
+    for s in range(0, len(order), batch):
+        sel = order[s:s + batch]
+        i, j = ii[sel], jj[sel]
+        width = max(int(lengths[j].max()), 1)
+        out[sel] = model.score_states(enc["v"][i], enc["u"][i], enc["t"][j, :width], enc["w"][j],
+                                      enc["mask"][j, :width]).float()
+    return out
 
 
-def train_onestream(cfg: Config, out_dir: str | Path, seed: int = 0, *, steps: int | None = None,
-                    train_feats: SplitFeatures | None = None, device: str | None = None,
-                    log_every: int = 10) -> dict:
-    """Train the one-stream model on the cached tokens of the config's training split (see module
-    docstring) and write ``out_dir/result.json`` and ``out_dir/onestream.pt``. ``steps`` None = COOKIE's
-    budget. Returns the result dict: {"kind", "seed", "config", "steps", "batch_size", "history",
-    "train_seconds", "final": last history record}."""
-    from ..train import load_corpus
+# ----------------------------------------------------------------------------- hard negatives
+class Positives:
+    """Which (image, caption) pairs are positives: caption row c is a positive of image i when one of the
+    images holding c has i's key (a caption text shared by several keys is positive for all of them).
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    t = cfg.train
-    dev = pick_device(device or t.device)
-    if train_feats is None:
-        corpus = load_corpus(cfg)
-        train_feats = split_features(cfg, corpus.split("train"), "train", t.num_views,
-                                     resolve_path(cfg.data.dataset), progress=False)
-    n = len(train_feats.records)
-    per_epoch = len(epoch_batches(n, seed, 0, t.batch_size))
-    total = steps if steps is not None else (t.max_steps or per_epoch * t.epochs)
-    if total < 1:
-        raise ValueError(f"train_onestream: steps must be >= 1, got {total}")
-    seed_everything(seed)
-    model = build_onestream(cfg, train_feats).to(dev).train()
-    opt = build_optimizer([model], [], t)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(min(t.warmup_steps, total), total, t.min_lr_ratio))
-    history, t0, step = [], time.perf_counter(), 0
-    while step < total:
-        epoch = step // per_epoch
-        for s, idx in enumerate(epoch_batches(n, seed, epoch, t.batch_size)):
-            if step >= total:
-                break
-            gen = step_generator(seed, epoch, s)
-            views, _, c1, _ = sample_pairs(train_feats, idx, train_feats.num_views, gen)
-            img = train_feats.image_tokens[views, idx].float().to(dev)
-            mask = train_feats.text_mask[c1]
-            width = int(mask.sum(1).max())
-            txt = train_feats.text_tokens[c1, :width].float().to(dev)
-            loss, rec = itm_loss(model, img, txt, mask[:, :width].to(dev), train_feats.keys[idx].to(dev), gen)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"train_onestream: non-finite ITM loss at step {step} ({out})")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if step % log_every == 0 or step == total - 1:
-                history.append({"step": step, **rec, "lr": sched.get_last_lr()[0]})
-            step += 1
-    secs = time.perf_counter() - t0
-    atomic_save({"model": model.state_dict(), "config": cfg.to_dict(), "seed": seed}, out / "onestream.pt")
-    result = manifest(cfg.to_dict(), kind="onestream_itm", seed=seed, steps=total, batch_size=t.batch_size,
-                      hard_negative_temperature=HARD_NEGATIVE_TEMPERATURE, history=history,
-                      train_seconds=secs, final=history[-1])
-    atomic_write_json(result, out / "result.json")
-    return result
+    rows_of_images(images [Q]) -> [Q, len(captions)] bool;  rows_of_captions(cols [Q]) -> [Q, len(images)] bool
+    over the gallery ``images`` (indices of feats.records) x ``captions`` (rows of feats.texts)."""
+
+    def __init__(self, feats: SplitFeatures, images, captions):
+        keys = feats.keys.tolist()
+        self.images, self.captions = list(map(int, images)), [int(c) for c in captions]
+        col = {c: n for n, c in enumerate(self.captions)}
+        self.img_key = [keys[i] for i in self.images]
+        self.key_cols: dict[int, set[int]] = {}
+        self.col_keys: list[set[int]] = [set() for _ in self.captions]
+        for img, ids in enumerate(feats.caption_ids):
+            for c in ids:
+                if c in col:
+                    self.key_cols.setdefault(keys[img], set()).add(col[c])
+                    self.col_keys[col[c]].add(keys[img])
+        self.key_rows: dict[int, list[int]] = {}
+        for r, k in enumerate(self.img_key):
+            self.key_rows.setdefault(k, []).append(r)
+
+    def rows_of_images(self, rows) -> torch.Tensor:
+        out = torch.zeros(len(rows), len(self.captions), dtype=torch.bool)
+        for n, r in enumerate(rows):
+            out[n, list(self.key_cols.get(self.img_key[int(r)], ()))] = True
+        return out
+
+    def rows_of_captions(self, cols) -> torch.Tensor:
+        out = torch.zeros(len(cols), len(self.images), dtype=torch.bool)
+        for n, c in enumerate(cols):
+            out[n, [r for k in self.col_keys[int(c)] for r in self.key_rows.get(k, ())]] = True
+        return out
+
+    def dense(self) -> torch.Tensor:
+        """[len(images), len(captions)] bool (small galleries only)."""
+        return self.rows_of_images(range(len(self.images)))
 
 
-def load_onestream(path: str | Path, feats: SplitFeatures) -> OneStreamModel:
-    """The OneStreamModel saved by :func:`train_onestream` (``onestream.pt``), in eval mode."""
-    blob = torch.load(Path(path), map_location="cpu", weights_only=False)
-    model = build_onestream(config_from_dict(blob["config"]), feats)
-    model.load_state_dict(blob["model"])
-    return model.eval()
+@torch.no_grad()
+def mine_hard_negatives(img_emb: torch.Tensor, txt_emb: torch.Tensor, pos: Positives, k: int,
+                        chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The k most similar non-positives both ways: img_emb [N, d], txt_emb [M, d] (the gallery of ``pos``).
+
+    Returns (captions [N, k], caption_ok [N, k], images [M, k], image_ok [M, k]) as gallery positions;
+    ``*_ok`` is False where a row has fewer than k negatives (those slots are never drawn)."""
+    def side(q, g, block):
+        idx, ok = [], []
+        kk = min(k, g.shape[0])
+        for s in range(0, q.shape[0], chunk):
+            rows = range(s, min(s + chunk, q.shape[0]))
+            sim = (q[s:s + chunk] @ g.T).masked_fill(block(rows), float("-inf"))
+            val, ind = sim.topk(kk, dim=1)
+            idx.append(ind), ok.append(torch.isfinite(val))
+        return torch.cat(idx), torch.cat(ok)
+    caps, caps_ok = side(img_emb, txt_emb, pos.rows_of_images)
+    imgs, imgs_ok = side(txt_emb, img_emb, pos.rows_of_captions)
+    return caps, caps_ok, imgs, imgs_ok
+
+
+def _draw(pool: torch.Tensor, ok: torch.Tensor, rows: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """One entry per row of ``pool[rows]``, uniform over its allowed slots (a row without any: slot 0)."""
+    w = ok[rows].float()
+    w[w.sum(1) == 0, 0] = 1.0
+    return pool[rows].gather(1, torch.multinomial(w, 1, generator=gen)).squeeze(1)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -189,111 +271,268 @@ def _r1(scores: torch.Tensor, positive: torch.Tensor) -> float:
     return 100.0 * float((pessimistic_ranks(scores, positive) < 1).double().mean())
 
 
-def rerank(two: torch.Tensor, pair_scores: dict[tuple[int, int], float], top: torch.Tensor) -> torch.Tensor:
-    """Re-ranked score matrix [Q, G]: each query's ``top`` [Q, k] candidates get their one-stream score
-    (``pair_scores[(q, g)]``), placed above every other candidate, which keeps its two-stream order."""
-    k = top.shape[1]
-    os_vals = torch.tensor([[pair_scores[(q, int(g))] for g in row] for q, row in enumerate(top.tolist())],
-                           dtype=torch.float64).view(-1, k)
+def rerank(two: torch.Tensor, top: torch.Tensor, top_scores: torch.Tensor) -> torch.Tensor:
+    """Re-ranked score matrix [Q, G]: each query's ``top`` [Q, k] candidates get their cross-encoder score
+    ``top_scores`` [Q, k], placed above every other candidate, which keeps its two-stream order."""
     out = two.double().clone()
-    shift = float(out.max() - os_vals.min()) + 1.0  # every other candidate ends strictly below the top k
-    out -= shift
-    out.scatter_(1, top, os_vals)
+    vals = top_scores.double()
+    out -= float(out.max() - vals.min()) + 1.0  # every other candidate ends strictly below the top k
+    out.scatter_(1, top, vals)
     return out
 
 
-def _score_set(model: OneStreamModel, feats: SplitFeatures, rows: torch.Tensor, owner_imgs: list[int],
-               pairs: list[tuple[int, int]], device, batch: int = 1024) -> dict:
-    """One-stream scores of (image index, caption column) pairs; returns {pair: score}."""
-    if not pairs:
-        return {}
-    ii = torch.tensor([owner_imgs[p[0]] for p in pairs])
-    jj = rows[torch.tensor([p[1] for p in pairs])]
-    img = feats.image_tokens[0].float().to(device)
-    txt, mask = feats.text_tokens.float().to(device), feats.text_mask.to(device)
-    vals = score_pairs(model, img, txt, mask, ii.to(device), jj.to(device), batch).double().cpu()
-    return dict(zip(pairs, vals.tolist()))
+class Gallery:
+    """A retrieval gallery: ``images`` (indices of feats.records) and all their captions, with the
+    cross-encoder's tower states and COOKIE's similarity, for re-ranking and exhaustive scoring."""
+
+    def __init__(self, model: CrossEncoder, feats: SplitFeatures, images: list[int], device="cpu"):
+        self.model, self.device = model.eval(), torch.device(device)
+        self.images = list(images)
+        # every caption of every image, as the study's metrics count them (cookie_lib.metrics)
+        self.captions = torch.tensor([c for i in self.images for c in feats.caption_ids[i]])
+        self.pos = Positives(feats, self.images, self.captions).dense()  # [N, M]
+        t0 = time.perf_counter()
+        self.enc = encode_split(model, feats, self.images, self.captions, self.device)
+        self.two = (self.enc["u"] @ self.enc["w"].T).float().cpu()  # COOKIE's similarity [N, M]
+        self.encode_seconds = time.perf_counter() - t0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.two.shape)
+
+    def score(self, ii: torch.Tensor, jj: torch.Tensor) -> torch.Tensor:
+        return score_index_pairs(self.model, self.enc, ii.to(self.device), jj.to(self.device)).cpu()
+
+    def rerank_r1(self, k: int) -> tuple[float, float, int]:
+        """(i2t R@1, t2i R@1, distinct pairs scored) after re-ranking COOKIE's top k both ways."""
+        n, m = self.shape
+        top_i2t = self.two.topk(min(k, m), dim=1).indices  # [N, k] caption columns
+        top_t2i = self.two.T.topk(min(k, n), dim=1).indices  # [M, k] image rows
+        flat_i2t = (torch.arange(n)[:, None] * m + top_i2t).reshape(-1)  # pair id = image * M + caption
+        flat_t2i = (top_t2i * m + torch.arange(m)[:, None]).reshape(-1)
+        uniq, inverse = torch.unique(torch.cat([flat_i2t, flat_t2i]), return_inverse=True)  # each pair once
+        vals = self.score(uniq // m, uniq % m)[inverse]
+        s_i2t, s_t2i = vals[:top_i2t.numel()].view_as(top_i2t), vals[top_i2t.numel():].view_as(top_t2i)
+        return (_r1(rerank(self.two, top_i2t, s_i2t), self.pos), _r1(rerank(self.two.T, top_t2i, s_t2i), self.pos.T),
+                len(uniq))
+
+    def exhaustive(self) -> torch.Tensor:
+        """Cross-encoder scores of every pair [N, M]."""
+        n, m = self.shape
+        return self.score(torch.arange(n).repeat_interleave(m), torch.arange(m).repeat(n)).view(n, m)
 
 
-def gallery_eval(cookie: CookieModel, onestream: OneStreamModel, feats: SplitFeatures, images: list[int],
-                 ks=(10, 50), exhaustive: bool = False, device="cpu", label: str = "") -> list[dict]:
-    """Rows of :data:`TABLE_COLUMNS` on the gallery of ``images`` (indices into feats.records) and all
-    their captions: two-stream, re-rank top k for each k, and one-stream exhaustive when asked."""
-    from ..evaluate import embed_split
+# ----------------------------------------------------------------------------- training
+def _val_images(n: int, seed: int) -> list[int]:
+    gen = torch.Generator().manual_seed(seed)
+    return sorted(torch.randperm(n, generator=gen)[:min(VAL_IMAGES, n)].tolist())
 
-    device = torch.device(device)
-    cookie.eval(), onestream.eval()
-    rows_all, owner_all = feats.caption_index()
-    sel = set(images)
-    keep = [c for c in range(len(owner_all)) if int(owner_all[c]) in sel]
-    rows = rows_all[keep]
-    local = {img: n for n, img in enumerate(images)}
-    owner = torch.tensor([local[int(owner_all[c])] for c in keep])
-    keys = [feats.records[i].key for i in images]
-    key_id = {k: n for n, k in enumerate(dict.fromkeys(keys))}
-    img_codes = torch.tensor([key_id[k] for k in keys])
-    pos = img_codes[:, None] == img_codes[owner][None, :]  # [N, M]
-    n, m = len(images), len(rows)
-    base = dict(gallery=label, n_images=n, n_captions=m)
 
+def _load_cookie(cookie: CookieModel | str | Path) -> CookieModel:
+    if isinstance(cookie, CookieModel):
+        return cookie.eval()
+    from ..evaluate import load_run
+    return load_run(cookie).model.eval()
+
+
+def train_onestream(cfg: Config, out_dir: str | Path, seed: int = 0, *, cookie: CookieModel | str | Path,
+                    steps: int | None = None, train_feats: SplitFeatures | None = None,
+                    val_feats: SplitFeatures | None = None, device: str | None = None, log_every: int = 10) -> dict:
+    """Train the cross-encoder on the config's training split (see the module docstring) on top of
+    ``cookie`` (a trained CookieModel, or the run folder of one: the COOKIE run of the same seed), choose
+    the epoch on the validation split, and write ``out_dir/result.json`` and ``out_dir/onestream.pt``.
+    ``steps`` None = ``ONESTREAM_EPOCHS`` epochs. Returns the result dict: {"kind", "seed", "config",
+    "settings", "steps", "history", "val", "best_epoch", "train_seconds", "final"}."""
+    from ..train import load_corpus
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t = cfg.train
+    dev = pick_device(device or t.device)
+    if train_feats is None or val_feats is None:
+        corpus = load_corpus(cfg)
+        dataset = resolve_path(cfg.data.dataset)
+        train_feats = train_feats or split_features(cfg, corpus.split("train"), "train", t.num_views, dataset,
+                                                    progress=False)
+        val_feats = val_feats or split_features(cfg, corpus.split("val"), "val", 1, dataset, progress=False)
+    n = len(train_feats.records)
+    per_epoch = len(epoch_batches(n, seed, 0, t.batch_size))
+    total = steps if steps is not None else per_epoch * ONESTREAM_EPOCHS
+    if total < 1:
+        raise ValueError(f"train_onestream: steps must be >= 1, got {total}")
+    seed_everything(seed)
     t0 = time.perf_counter()
-    img_emb, txt_emb = embed_split(cookie, feats, device)  # all images/texts of the split (cached tokens)
-    img_emb, txt_emb = img_emb[torch.tensor(images)], txt_emb[rows]
-    two = img_emb @ txt_emb.T
+    model = CrossEncoder(_load_cookie(cookie)).to(dev)
+    # hard-negative pools from COOKIE's similarity over the whole training split (view 0, every caption)
+    all_caps = torch.arange(len(train_feats.texts))
+    enc = encode_split(model, train_feats, range(n), all_caps, dev)
+    pools = mine_hard_negatives(enc["u"].cpu(), enc["w"].cpu(), Positives(train_feats, range(n), all_caps),
+                                HARD_NEGATIVE_POOL)
+    del enc
+    images = ImageTokens(train_feats, None, cfg.model.image_size, dev, grid_flip=t.grid_flip)
+    cal = [_itm_pairs(model, train_feats, images, pools, idx, step_generator(seed, -1, s), dev)
+           for s, idx in enumerate(epoch_batches(n, seed, -1, t.batch_size)[:8])]
+    model.calibrate(torch.cat([c[0] for c in cal]), torch.cat([c[1] for c in cal]))
+    val = Gallery(model, val_feats, _val_images(len(val_feats.records), seed), dev)
+    r_i2t, r_t2i, _ = val.rerank_r1(VAL_K)  # at step 0 the cross-encoder ranks as COOKIE
+    val_curve = [{"epoch": 0, "step": 0, "i2t_r1": r_i2t, "t2i_r1": r_t2i, "r1": (r_i2t + r_t2i) / 2}]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = build_optimizer([model], [], t)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(min(t.warmup_steps, total), total, t.min_lr_ratio))
+    history, best, step = [], None, 0
+    while step < total:
+        epoch = step // per_epoch
+        model.train()
+        for s, idx in enumerate(epoch_batches(n, seed, epoch, t.batch_size)):
+            if step >= total:
+                break
+            gen = step_generator(seed, epoch, s)
+            loss, rec = _itm_step(model, train_feats, images, pools, idx, gen, dev)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"train_onestream: non-finite ITM loss at step {step} ({out})")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            if step % log_every == 0 or step == total - 1:
+                history.append({"step": step, **rec, "lr": sched.get_last_lr()[0]})
+            step += 1
+        if step % per_epoch == 0 or step >= total:  # end of an epoch (or of the run): validate
+            r_i2t, r_t2i, _ = val.rerank_r1(VAL_K)
+            val_curve.append({"epoch": epoch + 1, "step": step, "i2t_r1": r_i2t, "t2i_r1": r_t2i,
+                              "r1": (r_i2t + r_t2i) / 2})
+            if best is None or val_curve[-1]["r1"] > best[0]["r1"]:  # step 0 (= COOKIE) is never chosen
+                best = (val_curve[-1], copy.deepcopy(model.state_dict()))
+    secs = time.perf_counter() - t0
+    model.load_state_dict(best[1])
+    atomic_save({"model": model.state_dict(), "config": cfg.to_dict(), "seed": seed, "settings": SETTINGS},
+                out / "onestream.pt")
+    result = manifest(cfg.to_dict(), kind="onestream_itm", variant="onestream", seed=seed, settings=SETTINGS,
+                      steps=total, batch_size=t.batch_size, history=history, val=val_curve,
+                      best_epoch=best[0]["epoch"], val_cookie_r1=val_curve[0]["r1"], val_best_r1=best[0]["r1"],
+                      train_seconds=secs, final=history[-1], trainable_parameters=sum(p.numel() for p in trainable))
+    atomic_write_json(result, out / "result.json")
+    return result
+
+
+def _itm_pairs(model: CrossEncoder, feats: SplitFeatures, images: ImageTokens, pools, idx: torch.Tensor,
+               gen: torch.Generator, dev) -> tuple[torch.Tensor, torch.Tensor]:
+    """COOKIE's cosine [3B] and labels [3B] of one batch's pairs (see :func:`_itm_step`), for calibration."""
+    with torch.no_grad():
+        _, _, batch = _itm_batch(model, feats, images, pools, idx, gen, dev)
+    u, w, labels = batch[1], batch[3], batch[5]
+    return (u * w).sum(-1).cpu(), labels.cpu()
+
+
+def _itm_step(model: CrossEncoder, feats: SplitFeatures, images: ImageTokens, pools, idx: torch.Tensor,
+              gen: torch.Generator, dev) -> tuple[torch.Tensor, dict]:
+    """ITM loss of B positives (idx [B]: one view and one caption each) and 2B drawn hard negatives."""
+    _, _, (v, u, t, w, mask, labels) = _itm_batch(model, feats, images, pools, idx, gen, dev)
+    logits = model.score_states(v, u, t, w, mask)
+    loss = F.binary_cross_entropy_with_logits(logits.float(), labels)
+    acc = ((logits > 0).float() == labels).float().mean()
+    return loss, {"itm": float(loss.detach()), "itm_acc": 100.0 * float(acc),
+                  "sim_scale": float(model.log_sim_scale.detach().exp())}
+
+
+def _itm_batch(model: CrossEncoder, feats: SplitFeatures, images: ImageTokens, pools, idx: torch.Tensor,
+               gen: torch.Generator, dev):
+    """The 3B pairs of one step: tower states (v, u, t, w, mask) per pair and labels [3B] (1 = positive)."""
+    caps, caps_ok, imgs, imgs_ok = pools
+    b = len(idx)
+    views = torch.randint(0, images.num_views, (2 * b,), generator=gen)
+    c1 = torch.tensor([ids[int(torch.randint(len(ids), (1,), generator=gen))] for ids in
+                       (feats.caption_ids[i] for i in idx.tolist())])
+    neg_cap = _draw(caps, caps_ok, idx, gen)  # [B] caption rows
+    neg_img = _draw(imgs, imgs_ok, c1, gen)  # [B] image rows
+    with torch.no_grad():  # the towers are frozen
+        v, u = model.encode_images(images.tokens(views, torch.cat([idx, neg_img])))
+        rows = torch.cat([c1, neg_cap])
+        mask = feats.text_mask[rows]
+        width = int(mask.sum(1).max())
+        mask = mask[:, :width].to(dev)
+        tt, w = model.encode_texts(feats.text_tokens[rows, :width].float().to(dev), mask)
+    pos, negc = torch.arange(b), torch.arange(b, 2 * b)  # image rows of v / caption rows of tt
+    vi = torch.cat([pos, pos, negc])  # (image, caption), (image, hard caption), (hard image, caption)
+    ti = torch.cat([pos, negc, pos])
+    labels = torch.cat([torch.ones(b), torch.zeros(2 * b)]).to(dev)
+    return vi, ti, (v[vi], u[vi], tt[ti], w[ti], mask[ti], labels)
+
+
+def load_onestream(path: str | Path, feats: SplitFeatures) -> CrossEncoder:
+    """The CrossEncoder saved by :func:`train_onestream` (``onestream.pt``), in eval mode; ``feats`` gives
+    the cached token widths."""
+    blob = torch.load(Path(path), map_location="cpu", weights_only=False)
+    cfg = config_from_dict(blob["config"])
+    cookie = CookieModel(cfg.model, feats.image_tokens.shape[-1], feats.text_tokens.shape[-1],
+                         feats.image_tokens.shape[-2])
+    model = CrossEncoder(cookie, blob.get("settings", SETTINGS)["joint_depth"])
+    model.load_state_dict(blob["model"])
+    return model.eval()
+
+
+# ----------------------------------------------------------------------------- the speed/accuracy table
+def gallery_eval(model: CrossEncoder, feats: SplitFeatures, images: list[int], ks=(10, 50), exhaustive: bool = False,
+                 device="cpu", label: str = "") -> list[dict]:
+    """Rows of :data:`TABLE_COLUMNS` on the gallery of ``images`` (indices into feats.records) and all
+    their captions: two-stream (COOKIE, the cross-encoder's own towers), re-rank top k for each k, and
+    one-stream exhaustive when asked. ``seconds`` start from the cached encoder tokens."""
+    t0 = time.perf_counter()
+    g = Gallery(model, feats, images, device)
+    n, m = g.shape
+    g.two.topk(min(10, m), dim=1), g.two.T.topk(min(10, n), dim=1)
     t_two = time.perf_counter() - t0
-    out = [dict(base, method="two-stream", k=0, i2t_r1=_r1(two, pos), t2i_r1=_r1(two.T, pos.T),
+    base = dict(gallery=label, n_images=n, n_captions=m)
+    out = [dict(base, method="two-stream", k=0, i2t_r1=_r1(g.two, g.pos), t2i_r1=_r1(g.two.T, g.pos.T),
                 seconds=t_two, pairs_scored=0)]
     for k in ks:
-        k_i2t, k_t2i = min(k, m), min(k, n)
         t0 = time.perf_counter()
-        top_i2t = two.topk(k_i2t, dim=1).indices  # [N, k] caption columns
-        top_t2i = two.T.topk(k_t2i, dim=1).indices  # [M, k] image indices
-        pairs = {(q, int(g)) for q, row in enumerate(top_i2t.tolist()) for g in row}
-        pairs |= {(int(i), c) for c, row in enumerate(top_t2i.tolist()) for i in row}
-        scored = _score_set(onestream, feats, rows, images, sorted(pairs), device)
-        r_i2t = rerank(two, scored, top_i2t)
-        r_t2i = rerank(two.T, {(c, i): v for (i, c), v in scored.items()}, top_t2i)
-        secs = t_two + time.perf_counter() - t0
-        out.append(dict(base, method=f"two-stream + re-rank top {k}", k=k, i2t_r1=_r1(r_i2t, pos),
-                        t2i_r1=_r1(r_t2i, pos.T), seconds=secs, pairs_scored=len(pairs)))
+        i2t, t2i, pairs = g.rerank_r1(k)
+        out.append(dict(base, method=f"two-stream + re-rank top {k}", k=k, i2t_r1=i2t, t2i_r1=t2i,
+                        seconds=t_two + time.perf_counter() - t0, pairs_scored=pairs))
     if exhaustive:
         t0 = time.perf_counter()
-        every = [(i, c) for i in range(n) for c in range(m)]
-        scored = _score_set(onestream, feats, rows, images, every, device)
-        full = torch.tensor([scored[p] for p in every], dtype=torch.float64).view(n, m)
-        secs = time.perf_counter() - t0
-        out.append(dict(base, method="one-stream exhaustive", k=m, i2t_r1=_r1(full, pos), t2i_r1=_r1(full.T, pos.T),
+        full = g.exhaustive()
+        full.topk(min(10, m), dim=1), full.T.topk(min(10, n), dim=1)
+        secs = g.encode_seconds + time.perf_counter() - t0
+        out.append(dict(base, method="one-stream exhaustive", k=m, i2t_r1=_r1(full, g.pos), t2i_r1=_r1(full.T, g.pos.T),
                         seconds=secs, pairs_scored=n * m))
     return out
 
 
-def speed_accuracy_table(cookie: CookieModel, onestream: OneStreamModel, test_feats: SplitFeatures,
-                         ks=(10, 50), n_exhaustive: int = 100, seed: int = 0, device="cpu") -> list[dict]:
+def speed_accuracy_table(model: CrossEncoder, test_feats: SplitFeatures, ks=(10, 50), n_exhaustive: int = 100,
+                         seed: int = 0, device="cpu") -> list[dict]:
     """The speed/accuracy table: on a seeded subset of ``n_exhaustive`` test images (every method,
     one-stream exhaustive included) and on the full test gallery (two-stream and re-rank top k)."""
     n = len(test_feats.records)
     gen = torch.Generator().manual_seed(seed)
     small = sorted(torch.randperm(n, generator=gen)[:min(n_exhaustive, n)].tolist())
-    rows = gallery_eval(cookie, onestream, test_feats, small, ks, exhaustive=True, device=device,
-                        label=f"subset {len(small)}")
-    rows += gallery_eval(cookie, onestream, test_feats, list(range(n)), ks, exhaustive=False, device=device,
-                         label="full test")
+    rows = gallery_eval(model, test_feats, small, ks, exhaustive=True, device=device, label=f"subset {len(small)}")
+    rows += gallery_eval(model, test_feats, list(range(n)), ks, exhaustive=False, device=device, label="full test")
     return rows
 
 
 def pareto_figure(table: list[dict]):
-    """R@1 (mean of i2t and t2i) against seconds (log x) per gallery, one marker per method."""
+    """R@1 (mean of i2t and t2i; mean ± sd over seeds when the table has a ``seed`` column) against
+    seconds (log x) per gallery, one marker per method."""
     import matplotlib.pyplot as plt
+    import pandas as pd
 
-    fig, axes = plt.subplots(1, len({r["gallery"] for r in table}), figsize=(10, 4), squeeze=False)
-    for ax, gallery in zip(axes[0], dict.fromkeys(r["gallery"] for r in table)):
-        rs = [r for r in table if r["gallery"] == gallery]
-        for r in rs:
-            ax.scatter(r["seconds"], (r["i2t_r1"] + r["t2i_r1"]) / 2, label=r["method"])
+    df = pd.DataFrame(table)
+    df["r1"] = (df.i2t_r1 + df.t2i_r1) / 2
+    galleries = list(dict.fromkeys(df.gallery))
+    fig, axes = plt.subplots(1, len(galleries), figsize=(5 * len(galleries), 4), squeeze=False)
+    for ax, gallery in zip(axes[0], galleries):
+        rs = df[df.gallery == gallery].groupby("method", sort=False)
+        for method, r in rs:
+            sd = r.r1.std() if len(r) > 1 else 0.0
+            ax.errorbar(r.seconds.mean(), r.r1.mean(), yerr=sd, fmt="o", capsize=3,
+                        label=f"{method} ({len(r)} seed{'s' if len(r) > 1 else ''})")
+        first = df[df.gallery == gallery].iloc[0]
         ax.set_xscale("log")
         ax.set_xlabel("seconds over cached encoder tokens (log)")
         ax.set_ylabel("R@1, mean of both directions (%)")
-        ax.set_title(f"{gallery}: {rs[0]['n_images']} images x {rs[0]['n_captions']} captions", fontsize=9)
+        ax.set_title(f"{gallery}: {first.n_images} images x {first.n_captions} captions", fontsize=9)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -301,8 +540,8 @@ def pareto_figure(table: list[dict]):
 
 
 def write_table(table: list[dict], out: str | Path) -> list[Path]:
-    """``speed_accuracy.csv`` (columns :data:`TABLE_COLUMNS`), ``speed_accuracy.json`` and
-    ``fig_speed_accuracy.png`` under ``out``, all atomic."""
+    """``speed_accuracy.csv`` (columns :data:`TABLE_COLUMNS`, plus ``seed`` when present),
+    ``speed_accuracy.json`` and ``fig_speed_accuracy.png`` under ``out``, all atomic."""
     import csv
     import io
 
@@ -312,7 +551,8 @@ def write_table(table: list[dict], out: str | Path) -> list[Path]:
 
     out = Path(out)
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=TABLE_COLUMNS, extrasaction="ignore")
+    cols = TABLE_COLUMNS + (["seed"] if table and "seed" in table[0] else [])
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
     w.writeheader()
     w.writerows(table)
     atomic_write_text(buf.getvalue(), out / "speed_accuracy.csv")
@@ -325,30 +565,19 @@ def write_table(table: list[dict], out: str | Path) -> list[Path]:
     return [out / "speed_accuracy.csv", out / "speed_accuracy.json", png]
 
 
-def load_cookie(checkpoint: str | Path, feats: SplitFeatures) -> CookieModel:
-    """The CookieModel of a Trainer checkpoint (``checkpoint.pt``: step_module state + config), eval mode."""
-    blob = torch.load(Path(checkpoint), map_location="cpu", weights_only=False)
-    cfg = config_from_dict(blob["config"])
-    model = CookieModel(cfg.model, feats.image_tokens.shape[-1], feats.text_tokens.shape[-1],
-                        feats.image_tokens.shape[-2])  # T_v of the cache (depends on visual_layer too)
-    state = {k[len("model."):]: v for k, v in blob["step_module"].items() if k.startswith("model.")}
-    model.load_state_dict(state)
-    return model.eval()
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cookie_lib.study.onestream",
-                                description="Train the one-stream ITM baseline; or build the speed/accuracy table.")
+                                description="Train the one-stream cross-encoder; or build the speed/accuracy table.")
     sub = p.add_subparsers(dest="cmd", required=True)
     tr = sub.add_parser("train", help="train_onestream -> OUT/result.json, OUT/onestream.pt")
-    tb = sub.add_parser("table", help="speed/accuracy table + Pareto figure from a COOKIE checkpoint and a one-stream model")
+    tb = sub.add_parser("table", help="speed/accuracy table + figure of a trained cross-encoder on the test split")
     for a in (tr, tb):
         a.add_argument("--profile", default="default")
         a.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
         a.add_argument("--out", required=True)
         a.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--steps", type=int, default=None, help="default: COOKIE's budget")
-    tb.add_argument("--cookie-checkpoint", required=True, help="a Trainer checkpoint.pt")
+    tr.add_argument("--cookie", required=True, help="the trained COOKIE run folder of the same seed")
+    tr.add_argument("--steps", type=int, default=None, help=f"default: {ONESTREAM_EPOCHS} epochs")
     tb.add_argument("--onestream", required=True, help="onestream.pt from the train command")
     tb.add_argument("--n-exhaustive", type=int, default=100)
     a = p.parse_args(argv)
@@ -356,14 +585,14 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in a.set)}
     cfg = load_config(a.profile, overrides)
     if a.cmd == "train":
-        res = train_onestream(cfg, a.out, a.seed, steps=a.steps)
-        print(f"one-stream ITM: {res['steps']} steps in {res['train_seconds']:.1f} s, final {res['final']}")
+        res = train_onestream(cfg, a.out, a.seed, cookie=a.cookie, steps=a.steps)
+        print(f"one-stream ITM: {res['steps']} steps in {res['train_seconds']:.1f} s; val R@1 (re-rank top {VAL_K}) "
+              f"COOKIE {res['val_cookie_r1']:.2f} -> {res['val_best_r1']:.2f} (epoch {res['best_epoch']})")
         return 0
     from ..train import load_corpus
     corpus = load_corpus(cfg)
     test = split_features(cfg, corpus.split("test"), "test", 1, resolve_path(cfg.data.dataset), progress=False)
-    table = speed_accuracy_table(load_cookie(a.cookie_checkpoint, test), load_onestream(a.onestream, test), test,
-                                 n_exhaustive=a.n_exhaustive, seed=a.seed)
+    table = speed_accuracy_table(load_onestream(a.onestream, test), test, n_exhaustive=a.n_exhaustive, seed=a.seed)
     for r in table:
         print(f"  {r['gallery']:12s} {r['method']:28s} i2t R@1 {r['i2t_r1']:5.1f}  t2i R@1 {r['t2i_r1']:5.1f}  "
               f"{r['seconds']:8.3f} s  {r['pairs_scored']:>9d} pairs")
