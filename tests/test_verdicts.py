@@ -176,7 +176,7 @@ def test_prose_and_figure_follow_the_table(branch_data, tmp_path):
     df.to_csv(tmp_path / "claims.csv", index=False)
     back = pd.read_csv(tmp_path / "claims.csv")
     text = V.claims_prose(back)
-    assert "Of 4 pre-registered primary contrasts" in text
+    assert "Of 4 primary contrasts" in text
     assert "1 reproduced, 1 contradicted, 1 no effect, 1 inconclusive" in text
     for _, r in df.iterrows():
         assert f"**{r.id}** {r.claim}: *{r.verdict}*" in text
@@ -192,12 +192,20 @@ def test_committed_prereg_is_complete():
     assert pre["sha256"] == hashlib.sha256(V.DEFAULT_PREREG.read_bytes()).hexdigest() == V.prereg_sha256()
     prim = {(c["a"], c["b"], c["metric"]) for c in pre["contrasts"] if c["family"] == "primary"}
     assert prim == {("cookie", "cross_modal_only", "img_r1"), ("cookie", "cross_modal_only", "wn_r1"),
-                    ("cookie", "frozen", "img_r1"), ("cookie", "frozen", "wn_r1"),
                     ("cookie", "no_visual", "emoji_mr"), ("cookie", "no_visual", "img_r1"),
                     ("cookie", "no_textual", "emoji_mr"), ("cookie", "no_textual", "wn_r1"),
                     ("cookie", "separate_1", "emoji_mr"), ("cookie", "separate_2", "emoji_mr")}
     assert V.metric_lists(pre, "emoji_mr") == ["emoji_i2t_mr", "emoji_t2i_mr"]
     assert pre["min_seeds"]["primary"] >= 5
+    # every primary contrast bears on exactly one claim of the paper, and every claim has one
+    primary_ids = {c["id"] for c in pre["contrasts"] if c["family"] == "primary"}
+    assert {i for cl in pre["claims"] for i in cl["contrasts"]} == primary_ids
+    # the confirmatory run is the one the default profile trains, on seeds the pilot never used
+    from cookie_lib.study.profile import load_run_profile
+
+    run = load_run_profile("default")
+    assert run.seeds == pre["confirmatory_seeds"] and run.secondary_seeds == pre["confirmatory_secondary_seeds"]
+    assert not set(run.seeds) & {0, 1, 2, 3, 4}
     # the frozen baseline scores unimodal tasks only: no contrast may ask it for a cross-modal metric
     assert all(c["metric"] in ("img_r1", "img_map", "wn_r1", "wn_mrr", "txt_r1", "txt_mrr")
                for c in pre["contrasts"] if V.FROZEN in (c["a"], c["b"]))

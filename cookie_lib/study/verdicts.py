@@ -46,9 +46,11 @@ Why one long module: the statistics, the verdict rules and their figure/prose mu
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import os
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -68,9 +70,12 @@ NOT_RUN, TOO_FEW_SEEDS = "not run", "insufficient seeds"
 PAPER_UNIT_NOTE = "the paper does not say whether this is points or relative %"
 VERDICT_COLOURS = {"reproduced": "#1a9850", "contradicted": "#d73027", "no effect": "#4575b4",
                    "inconclusive": "#fdae61", TOO_FEW_SEEDS: "#7f7f7f", NOT_RUN: "#7f7f7f"}
-COLUMNS = ["id", "claim", "family", "a", "b", "metric", "direction", "n_seeds", "n_queries", "mean_a",
-           "mean_b", "diff", "rel_pct", "ci_low", "ci_high", "se", "p_raw", "p_holm", "sesoi", "tost_p",
-           "tost_p_holm", "mde", "verdict", "paper", "paper_note", "note"]
+COLUMNS = ["id", "claim_id", "claim", "family", "a", "b", "metric", "direction", "n_seeds", "n_queries",
+           "n_concepts", "mean_a", "mean_b", "diff", "rel_pct", "ci_low", "ci_high", "pct_low", "pct_high", "se",
+           "df", "v_seed", "v_concept", "seed_share", "p_raw", "p_holm", "sesoi", "tost_p", "tost_p_holm", "mde",
+           "verdict", "p_seed", "p_seed_holm", "tost_p_seed", "tost_p_seed_holm", "verdict_seed", "differs",
+           "paper", "paper_effect", "p_below_paper_pts", "p_below_paper_pts_holm", "p_below_paper_rel",
+           "p_below_paper_rel_holm", "vs_paper", "paper_note", "note"]
 
 
 # ----------------------------------------------------------------------------- pre-registration
@@ -119,8 +124,18 @@ def validate_prereg(prereg: Mapping, source: str = "pre-registration") -> None:
         if c["id"] in seen:
             raise ValueError(f"{name}: duplicate id {c['id']!r}")
         seen.add(c["id"])
+        pe = c.get("paper_effect")
+        if pe is not None and (isinstance(pe, bool) or not isinstance(pe, (int, float)) or pe <= 0):
+            raise ValueError(f"{name}: paper_effect must be a positive number (the paper's size), got {pe!r}")
     if not any(c["family"] == "primary" for c in prereg["contrasts"]):
         raise ValueError(f"{source}: the primary family is empty")
+    primary = {c["id"] for c in prereg["contrasts"] if c["family"] == "primary"}
+    for cl in prereg.get("claims") or []:
+        if not isinstance(cl, Mapping) or not cl.get("id") or not cl.get("contrasts"):
+            raise ValueError(f"{source}: claim {cl!r} needs an id and a non-empty contrasts list")
+        bad = [i for i in cl["contrasts"] if i not in primary]
+        if bad:
+            raise ValueError(f"{source}: claim {cl['id']}: {bad} are not primary contrasts")
 
 
 def metric_lists(prereg: Mapping, metric: str) -> list[str]:
@@ -198,6 +213,57 @@ def paired_differences(results, a: str, b: str, lists: list[str]) -> dict:
 
 
 # ----------------------------------------------------------------------------- statistics
+def cluster_codes(labels: Mapping[str, Sequence[str]] | None, lists: list[str], sizes: list[int]
+                  ) -> tuple[list[np.ndarray], int]:
+    """Integer concept codes per list, in one codebook shared by the lists of a metric.
+
+    ``labels[name]`` holds the concept of every query of list ``name`` (see
+    ``DownstreamSuite.query_clusters``); the two directions of one task share labels, so a concept's
+    image and caption queries are resampled together. ``labels=None`` (or a list without labels) makes
+    every query its own cluster. Returns ([codes_k of shape (Q_k,)], C)."""
+    book: dict[str, int] = {}
+    codes = []
+    for name, q in zip(lists, sizes):
+        lab = None if labels is None else labels.get(name)
+        if lab is None:
+            lab = [f"{name}#{i}" for i in range(q)]
+        if len(lab) != q:
+            raise ValueError(f"concept labels of {name!r}: {len(lab)} labels for {q} queries")
+        codes.append(np.array([book.setdefault(str(x), len(book)) for x in lab], dtype=np.int64))
+    return codes, len(book)
+
+
+def _concept_totals(d: np.ndarray, codes: np.ndarray, n_concepts: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-concept sums of a difference matrix: D (S, Q) -> T (S, C) with T[s, c] = sum_{q in c} D[s, q],
+    and the query count n (C,) of every concept (0 for a concept absent from this list)."""
+    onehot = np.zeros((d.shape[1], n_concepts))
+    onehot[np.arange(d.shape[1]), codes] = 1.0
+    return d @ onehot, onehot.sum(axis=0)
+
+
+def variance_components(diffs: list[np.ndarray], codes: list[np.ndarray], n_concepts: int) -> dict:
+    """The two variances of ``diff`` = mean_k mean_{s,q} D_k[s, q] and their Satterthwaite df.
+
+    * seeds:    v_seed = Var_s(m_s) / S, with m_s = mean_k mean_q D_k[s, q] (ddof 1): what new seeds change;
+    * concepts: v_concept = C / (C - 1) * sum_c u_c^2, with the influence of concept c on the seed-averaged
+      difference u_c = (1/K) sum_k (T_kc - mean_k * n_kc) / Q_k (T = seed-mean concept totals): what new
+      test concepts change (a ratio estimator's linearised, cluster-robust variance);
+    * df = (v_seed + v_concept)^2 / (v_seed^2 / (S - 1) + v_concept^2 / (C - 1)) (Welch-Satterthwaite).
+    """
+    S, K = diffs[0].shape[0], len(diffs)
+    m_s = np.mean([d.mean(axis=1) for d in diffs], axis=0)  # (S,)
+    v_seed = float(m_s.var(ddof=1) / S) if S > 1 else float("nan")
+    u = np.zeros(n_concepts)
+    for d, c in zip(diffs, codes):
+        t, n = _concept_totals(d.mean(axis=0, keepdims=True), c, n_concepts)
+        u += (t[0] - d.mean() * n) / d.shape[1] / K
+    v_concept = float(n_concepts / max(n_concepts - 1, 1) * (u ** 2).sum())
+    num = (v_seed + v_concept) ** 2
+    den = v_seed ** 2 / max(S - 1, 1) + v_concept ** 2 / max(n_concepts - 1, 1)
+    return {"v_seed": v_seed, "v_concept": v_concept, "n_concepts": n_concepts,
+            "df": float(num / den) if den > 0 else float(S - 1), "seed_means": m_s}
+
+
 def _row_counts(idx: np.ndarray, n: int) -> np.ndarray:
     """How often each of ``n`` indices occurs in each row of ``idx`` (batch, m) -> (batch, n)."""
     batch = idx.shape[0]
@@ -205,49 +271,71 @@ def _row_counts(idx: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(flat, minlength=batch * n).reshape(batch, n)
 
 
-def bootstrap_difference(diffs: list[np.ndarray], n_resamples: int = 9999, confidence: float = 0.95,
-                         rng: int | np.random.Generator = 0, batch: int = 500) -> dict:
-    """Two-way (seeds x queries) percentile bootstrap of ``diff = mean_k mean_{s,q} D_k[s, q]``.
+def bootstrap_difference(diffs: list[np.ndarray], codes: list[np.ndarray] | None = None, n_concepts: int | None = None,
+                         n_resamples: int = 9999, confidence: float = 0.95,
+                         rng: int | np.random.Generator = 0, batch: int = 250) -> dict:
+    """Cluster bootstrap of ``diff = mean_k mean_{s,q} D_k[s, q]`` over seeds x test concepts.
 
-    ``diffs``: K arrays of shape (S, Q_k). The samples handed to ``scipy.stats.bootstrap`` are the seed
-    indices ``0..S-1`` and, per list, the query indices ``0..Q_k-1``; they are resampled independently.
-    For a resample with seed counts c_s and query counts w_q (counts / sizes), the statistic is
-    ``mean_k sum_s c_s/S * (D_k @ w_q/Q_k)[s]``: the mean of D_k over the resampled rows and columns,
-    computed from counts so memory stays O(batch x Q_k). Returns diff, ci_low, ci_high, se."""
+    ``diffs``: K paired-difference arrays of shape (S, Q_k); ``codes``: the concept of each query
+    (:func:`cluster_codes`; None = each query its own concept). The two samples handed to
+    ``scipy.stats.bootstrap`` are the seed indices 0..S-1 and the concept indices 0..C-1, resampled
+    independently: seeds and concepts are *crossed* (every seed scores the same concepts), and a resampled
+    concept brings all of its queries, in every list, at once. With seed counts a_s / S and concept counts
+    w_c, list k's mean for seed s is ``sum_c w_c T_k[s, c] / sum_c w_c n_kc`` (a ratio: concepts differ in
+    size), and the statistic averages ``sum_s a_s/S * that`` over the lists. Memory O(batch x C).
+
+    Returns diff, se (bootstrap standard error), the percentile interval ``pct_low``/``pct_high``, the
+    :func:`variance_components` and the t interval ``ci_low``/``ci_high`` = diff -/+ t_{df} * se used by the
+    verdicts (percentile intervals over a handful of seeds are too narrow)."""
     S = diffs[0].shape[0]
     if S < 2:
         raise ValueError(f"bootstrap over seeds needs at least 2 paired seeds, got {S}")
-    data = (np.arange(S),) + tuple(np.arange(d.shape[1]) for d in diffs)
+    if codes is None:
+        codes, n_concepts = cluster_codes(None, [f"l{k}" for k in range(len(diffs))], [d.shape[1] for d in diffs])
+    totals = [_concept_totals(d, c, n_concepts) for d, c in zip(diffs, codes)]  # [(T (S, C), n (C,))]
 
-    def statistic(seed_idx, *query_idx, axis=-1):
+    def statistic(seed_idx, concept_idx, axis=-1):
         # Called with 1-D index arrays (the observed data) or (batch, n) arrays (resamples).
         batched = np.ndim(seed_idx) > 1
-        seed_idx = np.atleast_2d(np.asarray(seed_idx, dtype=np.int64))
-        seed_w = _row_counts(seed_idx, S) / seed_idx.shape[1]  # (batch, S)
+        seed_w = _row_counts(np.atleast_2d(np.asarray(seed_idx, dtype=np.int64)), S) / S          # (B, S)
+        cw = _row_counts(np.atleast_2d(np.asarray(concept_idx, dtype=np.int64)), n_concepts)       # (B, C)
         total = 0.0
-        for d, q in zip(diffs, query_idx):
-            q = np.atleast_2d(np.asarray(q, dtype=np.int64))
-            query_w = _row_counts(q, d.shape[1]) / q.shape[1]  # (batch, Q_k)
-            per_seed = query_w @ d.T                            # (batch, S): each seed's mean over queries
+        for t, n in totals:
+            denom = cw @ n                                                                         # (B,)
+            per_seed = (cw @ t.T) / np.where(denom > 0, denom, np.nan)[:, None]                    # (B, S)
             total = total + (seed_w * per_seed).sum(axis=-1)
-        out = total / len(diffs)
+        out = total / len(totals)
         return out if batched else out[0]
 
-    res = stats.bootstrap(data, statistic, n_resamples=n_resamples, vectorized=True, paired=False, axis=-1,
-                          confidence_level=confidence, method="percentile", batch=batch, rng=rng)
+    res = stats.bootstrap((np.arange(S), np.arange(n_concepts)), statistic, n_resamples=n_resamples,
+                          vectorized=True, paired=False, axis=-1, confidence_level=confidence,
+                          method="percentile", batch=batch, rng=rng)
     diff = float(np.mean([d.mean() for d in diffs]))
-    return {"diff": diff, "ci_low": float(res.confidence_interval.low),
-            "ci_high": float(res.confidence_interval.high), "se": float(res.standard_error)}
+    comp = variance_components(diffs, codes, n_concepts)
+    se = float(res.standard_error)
+    half = float(stats.t.ppf(0.5 + confidence / 2, comp["df"]) * se)
+    return {"diff": diff, "se": se, "ci_low": diff - half, "ci_high": diff + half,
+            "pct_low": float(res.confidence_interval.low), "pct_high": float(res.confidence_interval.high),
+            **{k: comp[k] for k in ("v_seed", "v_concept", "n_concepts", "df")}, "seed_means": comp["seed_means"]}
 
 
-def t_test_p(diff: float, se: float, df: int) -> float:
+def seed_level_test(seed_means: np.ndarray, sesoi: float) -> dict:
+    """The sensitivity analysis: a paired t test on the S per-seed metric differences alone
+    (``scipy.stats.ttest_1samp``; the test concepts held fixed, df = S - 1) and its TOST at +/- sesoi."""
+    res = stats.ttest_1samp(seed_means, 0.0)
+    S = len(seed_means)
+    se = float(seed_means.std(ddof=1) / math.sqrt(S))
+    return {"p_seed": float(res.pvalue), "se_seed": se, "tost_p_seed": tost_p(float(seed_means.mean()), se, S - 1, sesoi)}
+
+
+def t_test_p(diff: float, se: float, df: float) -> float:
     """Two-sided p of ``t = diff / se`` on ``df`` degrees of freedom (se = 0: 0 if diff != 0 else 1)."""
     if se <= 0:
         return 0.0 if diff != 0 else 1.0
     return float(2 * stats.t.sf(abs(diff) / se, df))
 
 
-def tost_p(diff: float, se: float, df: int, sesoi: float) -> float:
+def tost_p(diff: float, se: float, df: float, sesoi: float) -> float:
     """Two one-sided tests of |true diff| < sesoi: ``max(P(T > (diff + sesoi)/se), P(T < (diff - sesoi)/se))``.
     Small values show equivalence (no effect as large as the SESOI)."""
     if se <= 0:
@@ -255,7 +343,15 @@ def tost_p(diff: float, se: float, df: int, sesoi: float) -> float:
     return float(max(stats.t.sf((diff + sesoi) / se, df), stats.t.cdf((diff - sesoi) / se, df)))
 
 
-def mde(se: float, df: int, alpha: float = 0.05, power: float = 0.80) -> float:
+def below_effect_p(diff_dir: float, effect: float, se: float, df: float) -> float:
+    """One-sided p of H0 "the effect in the paper's direction is at least ``effect``": ``P(T < (diff_dir -
+    effect) / se)``. Small values show an effect smaller than the paper's."""
+    if se <= 0:
+        return 0.0 if diff_dir < effect else 1.0
+    return float(stats.t.cdf((diff_dir - effect) / se, df))
+
+
+def mde(se: float, df: float, alpha: float = 0.05, power: float = 0.80) -> float:
     """Minimum detectable effect of a two-sided t-test: ``(t_{1-alpha/2, df} + t_{power, df}) * se``."""
     return float((stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * se)
 
@@ -280,14 +376,28 @@ def decide(diff: float, p: float, p_equivalence: float, direction: str, alpha: f
     return "inconclusive"
 
 
+def paper_effect(c: Mapping) -> float | None:
+    """The paper's stated effect size of a contrast (``paper_effect`` in the pre-registration, in the
+    paper's unit: read both as points and as relative % of ``b``), or None when the paper gives no size."""
+    x = c.get("paper_effect")
+    return None if x is None else float(x)
+
+
 # ----------------------------------------------------------------------------- the table
 def claims_table(results, prereg: Mapping | str | Path | None = None, n_resamples: int = 9999,
-                 rng: int = 0) -> pd.DataFrame:
+                 rng: int = 0, clusters: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
     """One row per pre-registered contrast (in file order) with the columns of ``COLUMNS``.
 
-    ``results``: runs as described in the module docstring (DataFrame or list of result dicts).
+    ``results``: runs as described in the module docstring (DataFrame or list of result dicts);
+    ``clusters``: the test concept of every query per list (None: every query its own concept).
     ``prereg``: a loaded dict, a path, or None for ``docs/preregistration.yaml``. ``rng`` seeds the
-    bootstrap (each contrast gets its own stream derived from it), so the table is reproducible."""
+    bootstrap (each contrast gets its own stream derived from it), so the table is reproducible.
+
+    Primary analysis: the seeds x concepts cluster bootstrap (:func:`bootstrap_difference`), t on the
+    Satterthwaite df, Holm over the primary family, TOST at the SESOI, one-sided tests against the paper's
+    effect (points and relative readings, each Holm-adjusted over the primary contrasts that state one).
+    Sensitivity analysis: the seed-level paired t test (:func:`seed_level_test`), Holm-adjusted the same
+    way; ``verdict_seed`` and ``differs`` flag every contrast whose verdict depends on the analysis."""
     if prereg is None or isinstance(prereg, (str, Path)):
         prereg = load_prereg(prereg or DEFAULT_PREREG)
     else:
@@ -301,8 +411,10 @@ def claims_table(results, prereg: Mapping | str | Path | None = None, n_resample
 
     rows = []
     for c, stream in zip(contrasts, streams):
-        row = {k: c[k] for k in ("id", "claim", "family", "a", "b", "metric", "direction", "sesoi", "paper")}
-        row.update(paper_note=PAPER_UNIT_NOTE if "%" in str(c["paper"]) else "", note="")
+        row = {k: c.get(k) for k in ("id", "claim", "family", "a", "b", "metric", "direction", "sesoi", "paper",
+                                     "claim_id")}
+        row.update(paper_note=PAPER_UNIT_NOTE if "%" in str(c["paper"]) else "", note="",
+                   paper_effect=paper_effect(c))
         lists = metric_lists(prereg, c["metric"])
         missing = [v for v in (c["a"], c["b"]) if v not in variants]
         try:
@@ -320,70 +432,156 @@ def claims_table(results, prereg: Mapping | str | Path | None = None, n_resample
             row.update(verdict=TOO_FEW_SEEDS, diff=paired["mean_a"] - paired["mean_b"], note="one seed: no CI")
             rows.append(row)
             continue
-        boot = bootstrap_difference(paired["diffs"], n_resamples, conf, np.random.default_rng(stream))
-        df_t = S - 1
+        codes, n_concepts = cluster_codes(clusters, lists, [d.shape[1] for d in paired["diffs"]])
+        boot = bootstrap_difference(paired["diffs"], codes, n_concepts, n_resamples, conf,
+                                    np.random.default_rng(stream))
+        seed_means = boot.pop("seed_means")
         level = alpha / m_primary if c["family"] == "primary" else alpha
+        sign = DIRECTIONS[c["direction"]]
+        se, dfree = boot["se"], boot["df"]
         row.update(boot, rel_pct=100 * boot["diff"] / paired["mean_b"] if paired["mean_b"] else float("nan"),
-                   p_raw=t_test_p(boot["diff"], boot["se"], df_t),
-                   tost_p=tost_p(boot["diff"], boot["se"], df_t, c["sesoi"]),
-                   mde=mde(boot["se"], df_t, level, power))
+                   seed_share=boot["v_seed"] / (boot["v_seed"] + boot["v_concept"])
+                   if boot["v_seed"] + boot["v_concept"] > 0 else float("nan"),
+                   p_raw=t_test_p(boot["diff"], se, dfree),
+                   tost_p=tost_p(boot["diff"], se, dfree, c["sesoi"]),
+                   mde=mde(se, dfree, level, power),
+                   **seed_level_test(seed_means, c["sesoi"]))
+        eff = row["paper_effect"]
+        if eff is not None:
+            row.update(p_below_paper_pts=below_effect_p(sign * boot["diff"], eff, se, dfree),
+                       p_below_paper_rel=below_effect_p(sign * boot["diff"], eff / 100 * abs(paired["mean_b"]),
+                                                        se, dfree))
         if S < min_seeds[c["family"]]:
             row.update(verdict=TOO_FEW_SEEDS, note=f"{S} seeds < the pre-registered {min_seeds[c['family']]}")
         rows.append(row)
 
     df = pd.DataFrame(rows).reindex(columns=COLUMNS)
-    df[["verdict", "note"]] = df[["verdict", "note"]].astype(object)  # all-NaN until decided below
+    text_cols = ["verdict", "verdict_seed", "differs", "note", "vs_paper"]
+    df[text_cols] = df[text_cols].astype(object)  # all-NaN until decided below
     # Holm over the primary family; rows without a valid test enter as p = 1 (family size stays m).
     primary = (df.family == "primary").to_numpy()
     tested = df.verdict.isna().to_numpy()
-    for col, adj in (("p_raw", "p_holm"), ("tost_p", "tost_p_holm")):
+    for col, adj in (("p_raw", "p_holm"), ("tost_p", "tost_p_holm"), ("p_seed", "p_seed_holm"),
+                     ("tost_p_seed", "tost_p_seed_holm")):
         p = np.where(tested, df[col].astype(float), np.nan)
         df.loc[primary, adj] = holm(p[primary], alpha)
+    for col in ("p_below_paper_pts", "p_below_paper_rel"):  # family: the primary contrasts with a stated size
+        has = primary & tested & df[col].notna().to_numpy()
+        if has.any():
+            df.loc[has, col + "_holm"] = holm(df.loc[has, col].astype(float), alpha)
     for i in np.flatnonzero(tested):
         r = df.iloc[i]
-        p, pe = (r.p_holm, r.tost_p_holm) if r.family == "primary" else (r.p_raw, r.tost_p)
+        first = r.family == "primary"
+        p, pe = (r.p_holm, r.tost_p_holm) if first else (r.p_raw, r.tost_p)
+        ps, pse = (r.p_seed_holm, r.tost_p_seed_holm) if first else (r.p_seed, r.tost_p_seed)
         verdict = decide(r["diff"], p, pe, r.direction, alpha)
-        df.loc[df.index[i], "verdict"] = verdict
-        if verdict == "reproduced" and abs(r["diff"]) < r.sesoi:
-            df.loc[df.index[i], "note"] = "significant but smaller than the SESOI"
+        idx = df.index[i]
+        df.loc[idx, "verdict"] = verdict
+        df.loc[idx, "verdict_seed"] = decide(r["diff"], ps, pse, r.direction, alpha)
+        df.loc[idx, "differs"] = df.loc[idx, "verdict_seed"] != verdict
+        if pd.notna(r.paper_effect):
+            pts, rel = ((r.p_below_paper_pts_holm, r.p_below_paper_rel_holm) if first
+                        else (r.p_below_paper_pts, r.p_below_paper_rel))
+            small = [pd.notna(x) and x < alpha for x in (pts, rel)]
+            df.loc[idx, "vs_paper"] = ("smaller than the paper's (both readings)" if all(small) else
+                                       "smaller than the paper's read as points" if small[0] else
+                                       "smaller than the paper's read as relative %" if small[1] else
+                                       "not shown smaller than the paper's")
+        if verdict == "no effect" and not reachable_no_effect(r.v_concept, r.sesoi, alpha / (m_primary if first else 1)):
+            df.loc[idx, "note"] = "no effect reached although the concepts' variance alone should prevent it"
+        elif verdict == "inconclusive" and not reachable_no_effect(r.v_concept, r.sesoi,
+                                                                    alpha / (m_primary if first else 1)):
+            df.loc[idx, "note"] = "no effect is unreachable at this SESOI with this test set (precision analysis)"
+        elif verdict == "reproduced" and abs(r["diff"]) < r.sesoi:
+            df.loc[idx, "note"] = "significant but smaller than the SESOI"
     return df
+
+
+def reachable_no_effect(v_concept: float, sesoi: float, alpha: float) -> bool:
+    """Whether TOST at level ``alpha`` can show |diff| < sesoi with infinitely many seeds: the test set's
+    own standard error sqrt(v_concept) must satisfy ``z_{1 - alpha} * sqrt(v_concept) < sesoi`` (a true
+    difference of 0, the best case)."""
+    return bool(stats.norm.ppf(1 - alpha) * math.sqrt(max(v_concept, 0.0)) < sesoi)
+
+
+def claim_verdicts(df: pd.DataFrame, prereg: Mapping | str | Path | None = None) -> pd.DataFrame:
+    """One verdict per claim of the paper (``prereg['claims']``), from the primary verdicts of its contrasts,
+    by the pre-registered rule: *reproduced* = at least one contrast reproduced and none contradicted;
+    *contradicted* = at least one contradicted and none reproduced; *mixed* = both; *no effect* = every
+    contrast no effect; *inconclusive* otherwise; *not run* when a contrast did not run. A reproduced claim
+    whose contrasts with a stated size are all smaller than the paper's says so (``size``)."""
+    if prereg is None or isinstance(prereg, (str, Path)):
+        prereg = load_prereg(prereg or DEFAULT_PREREG)
+    by_id = df.set_index("id")
+    rows = []
+    for cl in prereg.get("claims") or []:
+        present = [i for i in cl["contrasts"] if i in by_id.index]
+        if not present:  # a table of other contrasts (a custom pre-registration): the claim is not in it
+            continue
+        sub = by_id.loc[present]
+        v = list(sub.verdict)
+        if len(sub) < len(cl["contrasts"]) or NOT_RUN in v or TOO_FEW_SEEDS in v:
+            verdict = NOT_RUN
+        elif "reproduced" in v and "contradicted" in v:
+            verdict = "mixed"
+        elif "reproduced" in v:
+            verdict = "reproduced"
+        elif "contradicted" in v:
+            verdict = "contradicted"
+        elif all(x == "no effect" for x in v):
+            verdict = "no effect"
+        else:
+            verdict = "inconclusive"
+        sized = sub[sub.paper_effect.notna()] if "paper_effect" in sub else sub.iloc[:0]
+        size = ""
+        if len(sized) and all(str(x).startswith("smaller than the paper's (both") for x in sized.vs_paper):
+            size = "smaller than the paper's effect under both readings"
+        seed_v = list(sub.verdict_seed) if "verdict_seed" in sub else []
+        rows.append({"claim_id": cl["id"], "claim": cl["claim"], "contrasts": ", ".join(cl["contrasts"]),
+                     "contrast verdicts": ", ".join(f"{i}: {x}" for i, x in zip(sub.index, v)),
+                     "verdict": verdict, "size": size,
+                     "seed-level verdicts": ", ".join(f"{i}: {x}" for i, x in zip(sub.index, seed_v))})
+    return pd.DataFrame(rows)
 
 
 # ----------------------------------------------------------------------------- figure and prose
 def claims_figure(df: pd.DataFrame, path: str | Path | None = None):
-    """Forest plot: one row per contrast, its difference in the paper's direction (points) with the
-    95 % CI, the +/- SESOI band shaded grey, the marker coloured by verdict; primary family on top.
-    Returns the Figure; with ``path`` also writes it atomically (``plots.save_figure``)."""
+    """Forest plot: one row per contrast, its difference ``a - b`` exactly as in the table (points) with the
+    95 % CI, the +/- SESOI band shaded grey, the marker coloured by verdict, the paper's effect (read as
+    points) as a grey cross on the side the paper predicts, "paper: a < b" in the label where the paper
+    predicts a negative difference; primary family on top. Returns the Figure; with ``path`` also writes
+    it atomically (``plots.save_figure``)."""
     from .plots import save_figure  # plots imports the data layer; only needed here
 
     df = df.reset_index(drop=True)
     order = sorted(range(len(df)), key=lambda i: (FAMILIES.index(df.family[i]) if df.family[i] in FAMILIES else 9, i))
-    fig, ax = plt.subplots(figsize=(9.5, 0.42 * len(df) + 1.4))
+    fig, ax = plt.subplots(figsize=(10, 0.42 * len(df) + 1.4))
     labels = []
     for y, i in enumerate(reversed(order)):
         r = df.iloc[i]
-        sign = DIRECTIONS.get(r.direction, 1)
         ax.fill_betweenx([y - 0.38, y + 0.38], -r.sesoi, r.sesoi, color="0.88", lw=0)
         colour = VERDICT_COLOURS.get(r.verdict, "#999999")
         if pd.notna(r.get("diff")):
-            lo, hi = sorted((sign * r.ci_low, sign * r.ci_high)) if pd.notna(r.ci_low) else (np.nan, np.nan)
-            x = sign * r["diff"]
-            if pd.notna(lo):
-                ax.plot([lo, hi], [y, y], color=colour, lw=2.2, solid_capstyle="butt")
-            ax.plot([x], [y], "o", color=colour, ms=6, mec="black", mew=0.5)
-        tags = [t for t in (r.family if r.family != "primary" else "", r.verdict if r.verdict == NOT_RUN else "") if t]
-        labels.append(f"{r.id}  {r.metric}: {r.a} vs {r.b}" + (f"  ({', '.join(tags)})" if tags else ""))
+            if pd.notna(r.get("ci_low")):
+                ax.plot([r.ci_low, r.ci_high], [y, y], color=colour, lw=2.2, solid_capstyle="butt")
+            ax.plot([r["diff"]], [y], "o", color=colour, ms=6, mec="black", mew=0.5)
+        if pd.notna(r.get("paper_effect")):
+            ax.plot([DIRECTIONS.get(r.direction, 1) * r.paper_effect], [y], "x", color="0.35", ms=6)
+        tags = [t for t in (r.family if r.family != "primary" else "", r.verdict if r.verdict == NOT_RUN else "",
+                            "paper: a < b" if r.direction == "a < b" else "") if t]
+        labels.append(f"{r.id}  {r.metric}: {r.a} - {r.b}" + (f"  ({', '.join(tags)})" if tags else ""))
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.axvline(0, color="black", lw=0.8)
     n_primary = int((df.family == "primary").sum())
     if 0 < n_primary < len(df):
         ax.axhline(len(df) - n_primary - 0.5, color="0.4", lw=0.8, ls="--")
     ax.set_ylim(-0.7, len(df) - 0.3)
-    ax.set_xlabel("difference in the paper's direction (points; > 0 = as the paper claims)")
+    ax.set_xlabel("difference a - b (points, as in the claims table)")
     present = [v for v in VERDICT_COLOURS if v in set(df.verdict) and v != NOT_RUN]
     handles = [Patch(color=VERDICT_COLOURS[v], label=v) for v in present] + [Patch(color="0.88", label="± SESOI")]
+    handles += [plt.Line2D([], [], ls="", marker="x", color="0.35", label="paper's effect (as points)")]
     ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    ax.set_title("Pre-registered contrasts: 95 % bootstrap CI over seeds and test queries", fontsize=10)
+    ax.set_title("Pre-registered contrasts: 95 % CI, seeds x test concepts cluster bootstrap", fontsize=10)
     fig.tight_layout()
     if path is not None:
         save_figure(fig, path)
@@ -398,16 +596,30 @@ def _p(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"= {p:.3f}"
 
 
-def claims_prose(df: pd.DataFrame, alpha: float = 0.05) -> str:
+def claims_prose(df: pd.DataFrame, alpha: float = 0.05, prereg: Mapping | str | Path | None = None) -> str:
     """Markdown generated from the claims table (also works on ``pd.read_csv('claims.csv')``), so prose
-    about what reproduces cannot disagree with the numbers: a count line, then one bullet per contrast."""
+    about what reproduces cannot disagree with the numbers: the claim-level count (one verdict per claim of
+    the paper, :func:`claim_verdicts`), the contrast-level count, how to read the intervals, then one
+    bullet per claim and one per contrast."""
     df = df.reset_index(drop=True)
+    claims = claim_verdicts(df, prereg)
     primary = df[df.family == "primary"]
+    lines = []
+    if len(claims):
+        cc = claims.verdict.value_counts()
+        lines += [f"Of the paper's {len(claims)} pre-registered claims: "
+                  + ", ".join(f"{n} {v}" for v, n in cc.items()) + " (each decided by its primary contrasts "
+                  "under the pre-registered rule).", ""]
+        for _, c in claims.iterrows():
+            size = f"; {c['size']}" if c["size"] else ""
+            lines.append(f"- **{c.claim_id}** {c.claim}: *{c.verdict}*{size} ({c['contrast verdicts']}).")
+        lines.append("")
     counts = primary.verdict.value_counts()
     parts = [f"{counts.get(v, 0)} {v}" for v in VERDICTS] + [f"{counts[v]} {v}" for v in (TOO_FEW_SEEDS, NOT_RUN)
                                                              if counts.get(v, 0)]
-    lines = [f"Of {len(primary)} pre-registered primary contrasts (Holm-adjusted, alpha = {alpha}): "
-             + ", ".join(parts) + ".", "", CI_NOTE]
+    n_diff = int(primary.differs.fillna(False).astype(bool).sum()) if "differs" in primary else 0
+    lines += [f"Of {len(primary)} primary contrasts (Holm-adjusted, alpha = {alpha}): " + ", ".join(parts)
+              + f"; {n_diff} of them get another verdict under the seed-level sensitivity analysis.", "", CI_NOTE]
     for family, title in (("primary", "Primary contrasts (these decide the paper's claims)"),
                           ("secondary", "Secondary contrasts (exploratory: unadjusted p, decide nothing)"),
                           ("sanity", "Sanity checks (cannot fail; not counted as reproduced claims)")):
@@ -420,10 +632,13 @@ def claims_prose(df: pd.DataFrame, alpha: float = 0.05) -> str:
     return "\n".join(lines) + "\n"
 
 
-CI_NOTE = ("*How to read the intervals:* as pre-registered, each 95 % CI is a percentile bootstrap over seeds and "
-           "test queries and is not adjusted for multiplicity; the p-values, the equivalence test and the MDE use the "
-           "bootstrap standard error with a t distribution on seeds - 1 degrees of freedom, which is more "
-           "conservative. An interval that excludes 0 can therefore go with p > 0.05; the verdict follows the test.")
+CI_NOTE = ("*How to read the intervals:* the inference target is new training seeds and new test concepts of the same "
+           "corpora. Each 95 % CI is diff ± t(df) × SE: the SE comes from a bootstrap that resamples seeds and test "
+           "concepts (all queries of a concept together; `scipy.stats.bootstrap`), df from Satterthwaite's formula "
+           "over the seed and concept variance components. The p-values, the equivalence test (TOST at the SESOI), "
+           "the tests against the paper's effect and the MDE use the same SE and df; intervals are not adjusted for "
+           "multiplicity, the primary verdicts are (Holm). A seed-level paired t test (test concepts held fixed, "
+           "df = seeds - 1) is reported beside every verdict as a sensitivity analysis.")
 
 
 def _sentence(r: pd.Series) -> str:
@@ -436,7 +651,8 @@ def _sentence(r: pd.Series) -> str:
     p_text = f"Holm p {_p(r.p_holm)}, raw p {_p(r.p_raw)}" if holm else f"p {_p(r.p_raw)}"
     paper = f"; the paper reports {r.paper}" + (" (unit not stated)" if isinstance(r.paper_note, str) and r.paper_note else "")
     effect = (f"{r.a} - {r.b} = {_pts(r['diff'])} points on {r.metric} ({r.mean_a:.2f} vs {r.mean_b:.2f}; "
-              f"{r.rel_pct:+.1f} % relative; 95 % bootstrap CI {_pts(r.ci_low)} to {_pts(r.ci_high)}; {int(r.n_seeds)} seeds)")
+              f"{r.rel_pct:+.1f} % relative; 95 % CI {_pts(r.ci_low)} to {_pts(r.ci_high)}, df {r.df:.0f}; "
+              f"{int(r.n_seeds)} seeds, {int(r.n_concepts)} concepts)")
     if r.verdict == "reproduced":
         why = f"significant in the paper's direction, {p_text}"
     elif r.verdict == "contradicted":
@@ -445,42 +661,102 @@ def _sentence(r: pd.Series) -> str:
         tp = r.tost_p_holm if r.family == "primary" and pd.notna(r.get("tost_p_holm")) else r.tost_p
         why = f"within ± {r.sesoi:g} points (equivalence test p {_p(tp)})"
     elif r.verdict == "inconclusive":
-        why = (f"neither a difference ({p_text}; t test, {int(r.n_seeds) - 1} df) nor equivalence within "
-               f"± {r.sesoi:g} points is shown; "
+        why = (f"neither a difference ({p_text}) nor equivalence within ± {r.sesoi:g} points is shown; "
                f"these runs could detect {r.mde:.2f} points at 80 % power")
     else:
         why = str(r.note)
-    note = f" ({r.note})" if r.verdict == "reproduced" and isinstance(r.note, str) and r.note else ""
+    if isinstance(r.get("vs_paper"), str) and r.vs_paper:
+        why += f"; {r.vs_paper}"
+    if isinstance(r.get("verdict_seed"), str) and r.verdict_seed != r.verdict:
+        why += f"; **the seed-level test says {r.verdict_seed}**"
+    note = f" ({r.note})" if isinstance(r.note, str) and r.note else ""
     return f"*{r.verdict}*{note}: {effect}, {why}{paper}"
 
 
-# ----------------------------------------------------------------------------- the study's table, once
-def inputs_digest(results: pd.DataFrame, n_resamples: int, prereg_path: str | Path = DEFAULT_PREREG) -> str:
-    """sha256 over the pre-registration, the number of bootstrap resamples and every run's (variant, seed,
-    per-query lists): what the claims table is a function of. A claims.csv computed from other inputs is stale."""
+# ----------------------------------------------------------------------------- per-query results, committed
+def save_per_query(results, clusters: Mapping[str, Sequence[str]], path: str | Path) -> None:
+    """Every run's per-query lists (float32) and the concept of every query, in one compressed ``.npz``
+    (written atomically): what :func:`claims_table` needs, so the claims recompute from the repository.
+    Keys: ``runs`` (JSON: [[variant, seed or null], ...]), ``r{i}__{list}`` and ``clusters__{list}``."""
+    runs = _runs(results)
+    arrays = {"runs": np.array(json.dumps([[v, s] for v, s, _ in runs]))}
+    for i, (_, _, pq) in enumerate(runs):
+        for name, values in pq.items():
+            arrays[f"r{i}__{name}"] = np.asarray(values, dtype=np.float32)
+    for name, labels in clusters.items():
+        arrays[f"clusters__{name}"] = np.asarray([str(x) for x in labels])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def load_per_query(path: str | Path) -> tuple[list[dict], dict[str, list[str]]]:
+    """Read :func:`save_per_query`'s file: (runs as result dicts with variant, seed, per_query; clusters).
+    Raises ValueError naming the file when it is missing or not such a file."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            runs = json.loads(str(z["runs"]))
+            results = [{"variant": v, "seed": s, "per_query": {}} for v, s in runs]
+            clusters = {}
+            for key in z.files:
+                if key.startswith("clusters__"):
+                    clusters[key[len("clusters__"):]] = z[key].tolist()
+                elif key != "runs":
+                    i, name = key.split("__", 1)
+                    results[int(i[1:])]["per_query"][name] = z[key].astype(np.float64)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: per-query results not found (written by the study's claims step)") from None
+    except (KeyError, ValueError, OSError) as e:
+        raise ValueError(f"{path}: not a per-query results file ({e})") from None
+    return results, clusters
+
+
+def inputs_digest(per_query_path: str | Path, n_resamples: int, prereg_path: str | Path = DEFAULT_PREREG) -> str:
+    """sha256 over the pre-registration, the number of bootstrap resamples and the per-query file's arrays
+    (values and concepts): what the claims table is a function of. A claims.csv from other inputs is stale."""
     h = hashlib.sha256(Path(prereg_path).read_bytes())
     h.update(f"n_resamples={n_resamples}".encode())
-    for _, r in results.sort_values(["variant", "seed"], na_position="first").iterrows():
-        h.update(repr((r.variant, None if pd.isna(r.seed) else int(r.seed),
-                       sorted((k, tuple(np.round(v, 6))) for k, v in r.per_query.items()))).encode())
+    with np.load(per_query_path, allow_pickle=False) as z:
+        for key in sorted(z.files):
+            h.update(key.encode())
+            h.update(z[key].tobytes())
     return h.hexdigest()
 
 
-def study_claims(results: pd.DataFrame, csv_path: str | Path, n_resamples: int = 9999) -> pd.DataFrame:
-    """The claims table of ``results``, computed once: ``csv_path`` (with ``<csv>.digest`` beside it) is
-    reused while :func:`inputs_digest` matches, else recomputed and written atomically. Notebooks 03-06
-    all read the same table, so each shows the verdicts of the whole Holm family."""
+def recompute(per_query_path: str | Path, n_resamples: int, prereg: str | Path = DEFAULT_PREREG) -> pd.DataFrame:
+    """The claims table from the committed per-query file alone (what ``python -m
+    cookie_lib.study.verdicts recompute`` prints or checks)."""
+    results, clusters = load_per_query(per_query_path)
+    return claims_table(results, prereg, n_resamples=n_resamples, clusters=clusters)
+
+
+def study_claims(results: pd.DataFrame, csv_path: str | Path, n_resamples: int = 9999,
+                 clusters: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
+    """The claims table of ``results``, computed once and recomputable from the repository.
+
+    Writes ``per_query.npz`` beside ``csv_path`` first (clusters default to ``results.attrs['clusters']``,
+    which :func:`cookie_lib.study.grid.run_study` sets), then computes the table *from that file*, so
+    ``recompute`` on the committed file gives the same bytes. ``csv_path`` (with ``<csv>.digest``) is reused
+    while :func:`inputs_digest` matches. Notebooks 03-06 all read the same table (the whole Holm family)."""
     from ..runtime import atomic_write_text
 
     csv_path = Path(csv_path)
+    clusters = clusters if clusters is not None else getattr(results, "attrs", {}).get("clusters")
+    if clusters is None:
+        raise ValueError("study_claims: no test-concept labels (pass clusters=, or use grid.run_study's frame)")
+    pq_path = csv_path.with_name("per_query.npz")
+    save_per_query(results, clusters, pq_path)
     digest_path = csv_path.with_name(csv_path.name + ".digest")
-    digest = inputs_digest(results, n_resamples)
+    digest = inputs_digest(pq_path, n_resamples)
     if csv_path.exists() and digest_path.exists() and digest_path.read_text().strip() == digest:
         return pd.read_csv(csv_path)
-    df = claims_table(results, n_resamples=n_resamples)
+    df = recompute(pq_path, n_resamples)
     atomic_write_text(df.to_csv(index=False), csv_path)
     atomic_write_text(digest + "\n", digest_path)
-    return df
+    return pd.read_csv(csv_path)
 
 
 def conclusion(df: pd.DataFrame, variants: Iterable[str]) -> str:
@@ -492,3 +768,48 @@ def conclusion(df: pd.DataFrame, variants: Iterable[str]) -> str:
         return "No pre-registered contrast involves these variants.\n"
     return "\n".join([f"- **{r.id}** ({r.family}) {r.claim}: {_sentence(r)}." for _, r in sub.iterrows()]
                      + ["", CI_NOTE]) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m cookie_lib.study.verdicts recompute [--per-query F] [--resamples N] [--check CSV | --out CSV]``."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m cookie_lib.study.verdicts",
+                                 description="Recompute the claims table from the committed per-query results.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    rc = sub.add_parser("recompute", help="claims.csv from per_query.npz + the pre-registration")
+    rc.add_argument("--per-query", default="results/per_query.npz")
+    rc.add_argument("--resamples", type=int, default=None,
+                    help="bootstrap resamples (default: the value recorded in results/manifest.json beside the file)")
+    rc.add_argument("--prereg", default=str(DEFAULT_PREREG))
+    rc.add_argument("--check", metavar="CSV", help="exit 1 unless the recomputed table equals this file byte for byte")
+    rc.add_argument("--out", metavar="CSV", help="write the table here (default: print it)")
+    args = ap.parse_args(argv)
+    pq = Path(args.per_query)
+    n = args.resamples
+    if n is None:
+        man = pq.with_name("manifest.json")
+        try:
+            n = int(json.loads(man.read_text())["bootstrap_resamples"])
+        except (OSError, KeyError, ValueError):
+            ap.error(f"--resamples not given and {man} records no bootstrap_resamples")
+    try:
+        text = recompute(pq, n, args.prereg).to_csv(index=False)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.check:
+        same = Path(args.check).read_text() == text
+        print(f"{args.check}: {'identical to' if same else 'DIFFERS from'} the table recomputed from {pq} "
+              f"({n} resamples)")
+        return 0 if same else 1
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,198 @@
+"""Two analyses beside the claims table: the precision analysis that sized the confirmatory run, and the
+2 x 2 factorial analysis of the two single-modal losses.
+
+Precision. A primary contrast's standard error has two parts (:func:`cookie_lib.study.verdicts.
+variance_components`): seeds, which more runs shrink, and test concepts, which they do not. With the
+variance of one seed's difference ``sigma2 = S * v_seed`` (from a pilot) and the test set's ``v_concept``::
+
+    se(S') = sqrt(sigma2 / S' + v_concept)
+
+The seeds needed to detect an effect E at power 1 - beta with a two-sided test at level alpha' (Holm's
+strictest step, alpha / m, for the primary family) is the smallest S' with
+``(t_{1 - alpha'/2, df} + t_{1 - beta, df}) * se(S') <= E``; "no effect" (TOST at +/- SESOI, true
+difference 0) needs ``(t_{1 - alpha', df} + t_{1 - beta/2, df}) * se(S') <= SESOI`` and is unreachable
+at any number of seeds when ``z_{1 - alpha'} * sqrt(v_concept) >= SESOI``. df is Satterthwaite's, as in
+the claims table.
+
+Factorial. cookie, no_visual, no_textual and cross_modal_only are the four cells of a 2 x 2 design
+(visual loss on/off x textual loss on/off). Per metric, an OLS on the per-seed metric values with seeds
+as blocks and effect-coded factors (v, t = +/- 1/2)::
+
+    y[variant, seed] = mu + block[seed] + b_v v + b_t t + b_vt (v t) + e
+
+so ``b_v`` is the visual loss's average effect over both levels of the textual loss, ``b_t`` likewise,
+and ``b_vt`` the interaction (cookie - no_visual) - (no_textual - cross_modal_only) (statsmodels; CIs and
+p-values from its t distribution; exploratory: seeds only, no concept resampling).
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+import statsmodels.formula.api as smf
+from scipy import stats
+
+FACTORIAL = {"cookie": (1, 1), "no_visual": (0, 1), "no_textual": (1, 0), "cross_modal_only": (0, 0)}
+MAX_SEEDS = 200  # the search for the seeds needed stops here ("> 200")
+
+
+def _df(v_seed_one: float, seeds: int, v_concept: float, n_concepts: int) -> float:
+    vs = v_seed_one / seeds
+    den = vs ** 2 / max(seeds - 1, 1) + v_concept ** 2 / max(n_concepts - 1, 1)
+    return (vs + v_concept) ** 2 / den if den > 0 else float(seeds - 1)
+
+
+def seeds_needed(sigma2: float, v_concept: float, n_concepts: int, effect: float, alpha: float, power: float,
+                 equivalence: bool = False) -> int | None:
+    """Smallest S' in 2..MAX_SEEDS whose test reaches ``power`` for ``effect`` (module docstring); None when
+    no number of seeds does (``effect`` is below what the test set's own variance allows)."""
+    if effect is None or not effect > 0:
+        return None
+    for s in range(2, MAX_SEEDS + 1):
+        d = _df(sigma2, s, v_concept, n_concepts)
+        se = math.sqrt(sigma2 / s + v_concept)
+        if equivalence:
+            crit = stats.t.ppf(1 - alpha, d) + stats.t.ppf(1 - (1 - power) / 2, d)
+        else:
+            crit = stats.t.ppf(1 - alpha / 2, d) + stats.t.ppf(power, d)
+        if crit * se <= effect:
+            return s
+    return None
+
+
+def precision_table(claims: pd.DataFrame, alpha: float = 0.05, power: float = 0.80) -> pd.DataFrame:
+    """Per primary contrast of a (pilot) claims table: the seed SD of one run's difference, the test set's
+    own SE, the seeds needed for ``power`` at the SESOI and at the paper's effect (both readings), the seeds
+    needed to show "no effect", and whether "no effect" is reachable at all."""
+    prim = claims[claims.family == "primary"].dropna(subset=["v_seed"])
+    level = alpha / max(int((claims.family == "primary").sum()), 1)
+    rows = []
+    for _, r in prim.iterrows():
+        sigma2 = float(r.v_seed) * int(r.n_seeds)
+        vc, C = float(r.v_concept), int(r.n_concepts)
+        eff_pts = float(r.paper_effect) if pd.notna(r.get("paper_effect")) else None
+        eff_rel = eff_pts / 100 * abs(float(r.mean_b)) if eff_pts is not None else None
+
+        def need(e, eq=False):
+            n = seeds_needed(sigma2, vc, C, e, level, power, eq)
+            return "-" if e is None else (f"> {MAX_SEEDS}" if n is None else n)
+
+        rows.append({"id": r.id, "metric": r.metric, "sd of one seed's difference": math.sqrt(sigma2),
+                     "test-set SE (concepts)": math.sqrt(vc), "concepts": C, "SESOI": float(r.sesoi),
+                     "seeds for 80 % power at the SESOI": need(float(r.sesoi)),
+                     "paper's effect as points": eff_pts, "seeds at the paper's effect (points)": need(eff_pts),
+                     "paper's effect as relative % (points)": eff_rel,
+                     "seeds at the paper's effect (relative)": need(eff_rel),
+                     "seeds to show no effect": need(float(r.sesoi), True),
+                     "no effect reachable": bool(stats.norm.ppf(1 - level) * math.sqrt(vc) < float(r.sesoi))})
+    return pd.DataFrame(rows)
+
+
+def factorial_table(runs: pd.DataFrame, metrics: list[str], cells: Mapping[str, tuple[int, int]] = FACTORIAL
+                    ) -> pd.DataFrame:
+    """The 2 x 2 analysis (module docstring) of every metric in ``metrics`` present in ``runs`` (one row per
+    run: ``variant``, ``seed`` and the metric columns): per metric and term (visual, textual, interaction)
+    the estimate in points, its 95 % CI and p. Seeds missing from any cell are dropped (blocks must be
+    complete). Empty when a cell has no run."""
+    d = runs[runs.variant.isin(list(cells)) & runs.seed.notna()].copy()
+    if d.empty or set(d.variant) != set(cells):
+        return pd.DataFrame(columns=["metric", "term", "estimate", "ci_low", "ci_high", "p", "seeds"])
+    complete = d.groupby("seed").variant.nunique()
+    d = d[d.seed.isin(complete[complete == len(cells)].index)]
+    d["v"] = [cells[v][0] - 0.5 for v in d.variant]
+    d["t"] = [cells[v][1] - 0.5 for v in d.variant]
+    d["block"] = d.seed.astype(int).astype(str)
+    rows = []
+    for m in metrics:
+        if m not in d.columns or d[m].isna().any():
+            continue
+        fit = smf.ols(f"Q('{m}') ~ C(block) + v * t", data=d).fit()
+        ci = fit.conf_int()
+        for term, name in (("v", "visual loss (main effect)"), ("t", "textual loss (main effect)"),
+                           ("v:t", "interaction")):
+            rows.append({"metric": m, "term": name, "estimate": float(fit.params[term]),
+                         "ci_low": float(ci.loc[term, 0]), "ci_high": float(ci.loc[term, 1]),
+                         "p": float(fit.pvalues[term]), "seeds": int(d.seed.nunique())})
+    return pd.DataFrame(rows)
+
+
+def factorial_markdown(table: pd.DataFrame) -> str:
+    """The factorial table as Markdown, rounded (points; p to 3 decimals)."""
+    from .report import to_markdown
+
+    if table.empty:
+        return "The 2 x 2 factorial needs cookie, no_visual, no_textual and cross_modal_only on common seeds.\n"
+    t = table.copy()
+    t["95 % CI"] = [f"[{lo:+.2f}, {hi:+.2f}]" for lo, hi in zip(t.ci_low, t.ci_high)]
+    t["estimate"] = t.estimate.map(lambda x: f"{x:+.2f}")
+    t["p"] = t.p.map(lambda p: "< 0.001" if p < 0.001 else f"{p:.3f}")
+    return to_markdown(t[["metric", "term", "estimate", "95 % CI", "p", "seeds"]])
+
+
+# ----------------------------------------------------------------------------- SESOIs from the pilot
+def sesoi_rule(pilot: pd.DataFrame) -> dict[str, float]:
+    """The pre-registered SESOI of every contrast with pilot data (docs/preregistration.yaml, "SESOI rule"):
+    ``max(half the paper's effect under its smaller reading, the pilot's SD of one seed's difference rounded
+    up to 0.25 points, 0.5)``; the smaller reading of a paper effect E is ``min(E, E/100 * |mean_b|)``."""
+    out = {}
+    for _, r in pilot.dropna(subset=["v_seed"]).iterrows():
+        sd = math.ceil(math.sqrt(float(r.v_seed) * int(r.n_seeds)) * 4 - 1e-9) / 4
+        half = 0.0
+        if pd.notna(r.get("paper_effect")):
+            e = float(r.paper_effect)
+            half = 0.5 * min(e, e / 100 * abs(float(r.mean_b)))
+        out[r.id] = round(max(half, sd, 0.5), 2)
+    return out
+
+
+def precision_report(pilot_per_query: str, n_resamples: int = 999) -> str:
+    """Markdown: the pilot's claims table recomputed under the committed pre-registration, the SESOIs the
+    rule gives (and whether the pre-registration holds them), and :func:`precision_table`."""
+    from .report import to_markdown
+    from .verdicts import load_prereg, recompute
+
+    pre = load_prereg()
+    pilot = recompute(pilot_per_query, n_resamples)
+    rule = sesoi_rule(pilot)
+    registered = {c["id"]: float(c["sesoi"]) for c in pre["contrasts"]}
+    ses = pd.DataFrame([{"id": i, "metric": pilot.set_index("id").metric[i], "rule": v,
+                         "pre-registered": registered[i], "match": registered[i] == v} for i, v in rule.items()])
+    table = precision_table(pilot, pre["alpha"], pre["power"])
+    fmt = table.copy()
+    for col in fmt.columns:
+        if fmt[col].dtype == float:
+            fmt[col] = fmt[col].map(lambda x: "-" if pd.isna(x) else f"{x:.2f}")
+    return "\n".join([
+        f"Pilot: `{pilot_per_query}` ({int(pilot.n_seeds.max())} seeds per variant), recomputed with "
+        f"{n_resamples} resamples under pre-registration version {pre.get('version')} "
+        f"(sha256 `{pre['sha256'][:12]}`).", "", "### SESOIs from the rule", "", to_markdown(ses),
+        "### Precision of each primary contrast", "",
+        "Level: Holm's strictest step (alpha / number of primary contrasts); power 80 %. The test-set SE is "
+        "what no number of seeds removes.", "", to_markdown(fmt)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m cookie_lib.study.analyses precision --pilot docs/pilot/per_query.npz [--out FILE]``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m cookie_lib.study.analyses")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    pr = sub.add_parser("precision", help="SESOIs and seeds needed, from a pilot's per-query results")
+    pr.add_argument("--pilot", default="docs/pilot/per_query.npz")
+    pr.add_argument("--resamples", type=int, default=999)
+    pr.add_argument("--out", help="write the Markdown here (default: print it)")
+    args = ap.parse_args(argv)
+    text = precision_report(args.pilot, args.resamples) + "\n"
+    if args.out:
+        from pathlib import Path
+
+        Path(args.out).write_text(text)
+    else:
+        print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
