@@ -337,6 +337,41 @@ class DownstreamSuite:
             out["txt_queries"] = len(self.emoji_text_task[1])
         return out
 
+    def query_clusters(self) -> dict[str, list[str]]:
+        """The test concept of every query, aligned with the per-query lists :meth:`score` returns.
+
+        Queries of one concept are correlated (about 4 designs and 5 captions per emoji concept), so the
+        claims' bootstrap resamples concepts, not queries. Labels are namespaced per task (``emoji:``,
+        ``oca:``, ``wn:``), so the two directions of one task share a concept's label and are resampled
+        together. Image queries: their record's key; a distinct caption (t2i): the key of the first image
+        carrying it; cross-design image retrieval: the images whose concept has another design (``img_r1``)
+        or whose subgroup has another image (``img_map``); text matching: the query's key (WordNet synset).
+        """
+        out: dict[str, list[str]] = {}
+        for name, feats in (("emoji", self.emoji), ("oca", self.oca)):
+            if feats is None:
+                continue
+            keys = [f"{name}:{r.key}" for r in feats.records]
+            owner: dict[int, str] = {}
+            for i, ids in enumerate(feats.caption_ids):
+                for c in ids:
+                    owner.setdefault(c, keys[i])
+            out[f"{name}_i2t_mr"] = keys
+            out[f"{name}_t2i_mr"] = [owner[c] for c in range(len(feats.texts))]
+        if self.emoji is not None:
+            recs = self.emoji.records
+            keys = [f"emoji:{r.key}" for r in recs]
+            n_key = pd.Series(keys).value_counts()
+            out["img_r1"] = [k for k in keys if n_key[k] > 1]
+            if all(r.subgroup for r in recs):
+                n_sub = pd.Series([r.subgroup for r in recs]).value_counts()
+                out["img_map"] = [k for k, r in zip(keys, recs) if n_sub[r.subgroup] > 1]
+            if self.emoji_text_task is not None:
+                out["txt_r1"] = out["txt_mrr"] = [f"emoji:{k}" for k in self.emoji_text_task[1]]
+        if self.wordnet is not None:
+            out["wn_r1"] = out["wn_mrr"] = [f"wn:{k}" for k in self.wordnet.q_keys]
+        return out
+
     # -- embeddings
 
     def embed(self, model, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:

@@ -226,7 +226,14 @@ def run_study(profile: str, runs_root: str | Path = "runs", progress: bool = Tru
     onestream = [(ONESTREAM, s) for s in run.onestream_seeds]
     order = [j for j in jobs if j[0] == "cookie"] + onestream + [j for j in jobs if j[0] != "cookie"]
     results = dict(zip(order, _run_jobs(profile, order, None, runs_root, progress, None)))
-    return results_frame([results[j] for j in jobs] + [frozen_run(profile, runs_root=runs_root)])
+    df = results_frame([results[j] for j in jobs] + [frozen_run(profile, runs_root=runs_root)])
+    df.attrs["clusters"] = query_clusters(profile)  # the test concept of every query: the claims resample these
+    return df
+
+
+def query_clusters(profile: str) -> dict[str, list[str]]:
+    """The test concept of every per-query list of the profile's downstream suite (``query_clusters``)."""
+    return downstream_suite(profile, load_config(profile), progress=False).query_clusters()
 
 
 # ----------------------------------------------------------------------------- what the notebooks look at
@@ -326,7 +333,20 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--profile", required=True)
     e.add_argument("--runs-root", default="runs")
     e.add_argument("--out", required=True, help="model file, e.g. results/model/cookie.pt")
+    c = sub.add_parser("claims", help="the claims table of a profile's finished runs (+ per_query.npz beside it)")
+    c.add_argument("--profile", required=True)
+    c.add_argument("--runs-root", default="runs")
+    c.add_argument("--out", required=True, help="folder for claims.csv and per_query.npz")
     a = p.parse_args(argv)
+    if a.cmd == "claims":
+        from .verdicts import study_claims
+
+        out = Path(a.out)
+        out.mkdir(parents=True, exist_ok=True)
+        df = study_claims(run_study(a.profile, a.runs_root, progress=False), out / "claims.csv",
+                          load_run_profile(a.profile).bootstrap_resamples)
+        print(df[["id", "verdict", "verdict_seed"]].to_string(index=False))
+        return
     if a.cmd == "export":
         seed = best_seed(a.profile, "cookie", a.runs_root)
         print(f"exported cookie seed {seed} -> {export_model(run_dir(a.profile, 'cookie', seed, a.runs_root), a.out)}")

@@ -30,9 +30,11 @@ TASK_METRICS = {
 ALL_METRICS = ["emoji_i2t_r1", "emoji_t2i_r1", "emoji_rsum", "emoji_mr", "oca_i2t_r1", "oca_t2i_r1", "oca_rsum",
                "oca_mr", "img_r1", "img_map", "wn_r1", "wn_mrr", "txt_r1", "txt_mrr"]
 HEADLINE_METRICS = ["emoji_mr", "oca_mr", "img_r1", "img_map", "wn_r1", "wn_mrr", "txt_r1"]
-CLAIM_COLUMNS = {"id": "id", "family": "family", "claim": "claim", "a": "a", "b": "b", "metric": "metric",
-                 "n_seeds": "seeds", "diff": "diff (points)", "rel_pct": "diff (relative %)", "ci": "95 % bootstrap CI",
-                 "p_raw": "p", "p_holm": "p (Holm)", "mde": "MDE (80 %)", "paper": "paper", "verdict": "verdict"}
+CLAIM_COLUMNS = {"id": "id", "claim_id": "claim", "family": "family", "claim": "contrast", "a": "a", "b": "b",
+                 "metric": "metric", "n_seeds": "seeds", "n_concepts": "concepts", "diff": "diff (points)",
+                 "rel_pct": "diff (relative %)", "ci": "95 % CI", "seed_share": "seed share of SE^2", "p_raw": "p",
+                 "p_holm": "p (Holm)", "mde": "MDE (80 %)", "verdict": "verdict", "verdict_seed": "seed-level verdict",
+                 "paper": "paper", "vs_paper": "vs the paper's size"}
 
 RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"
 BENCH_START, BENCH_END = "<!-- bench:start -->", "<!-- bench:end -->"
@@ -75,13 +77,19 @@ def write_table(df: pd.DataFrame, stem: str | Path, index: bool = True) -> None:
 
 
 def claims_view(claims: pd.DataFrame) -> pd.DataFrame:
-    """The claims table as a reader wants it: rounded, CI as one string, Holm p only where it applies."""
+    """The claims table as a reader wants it: rounded, CI as one string, Holm p only where it applies, the
+    seed-level verdict marked with "(differs)" where it is not the primary one."""
     c = claims.copy()
     c["ci"] = [f"[{lo:+.2f}, {hi:+.2f}]" if pd.notna(lo) else "-" for lo, hi in zip(c.ci_low, c.ci_high)]
-    for col, nd in (("diff", 2), ("rel_pct", 1), ("mde", 2)):
+    for col, nd in (("diff", 2), ("rel_pct", 1), ("mde", 2), ("seed_share", 2)):
         c[col] = c[col].astype(float).round(nd)
     for col in ("p_raw", "p_holm"):
         c[col] = [("< 0.001" if p < 0.001 else f"{p:.3f}") if pd.notna(p) else "-" for p in c[col].astype(float)]
+    c["verdict_seed"] = [("-" if not isinstance(s, str) else f"{s} (differs)" if s != v else s)
+                         for s, v in zip(c.verdict_seed, c.verdict)]
+    c["vs_paper"] = c.vs_paper.fillna("-")
+    c["n_concepts"] = c.n_concepts.map(lambda x: "-" if pd.isna(x) else f"{int(x)}")
+    c["claim_id"] = c.claim_id.fillna("-")
     return c[list(CLAIM_COLUMNS)].rename(columns=CLAIM_COLUMNS)
 
 
@@ -219,12 +227,13 @@ def summary_markdown(run, runs: pd.DataFrame, claims: pd.DataFrame, inference: p
 def write_manifest(run, runs: pd.DataFrame, results: Path) -> dict:
     """``manifest.json``: config, versions, commit (from :func:`cookie_lib.runtime.manifest`), the profile's
     run-level keys, the pre-registration's sha256 and the list of runs."""
-    from .verdicts import prereg_sha256
+    from .verdicts import load_prereg, prereg_sha256
 
     run_list = runs[["variant", "seed", "train_seconds"]].astype(object).where(runs[["variant", "seed",
                                                                                         "train_seconds"]].notna(), None)
     man = manifest(run.config.to_dict(), profile=run.profile, seeds=run.seeds, secondary_seeds=run.secondary_seeds,
-                   preregistration_sha256=prereg_sha256(), runs=run_list.to_dict("records"), n_runs=int(runs.seed.notna().sum()),
+                   preregistration_sha256=prereg_sha256(), preregistration_version=load_prereg().get("version"),
+                   bootstrap_resamples=run.bootstrap_resamples, runs=run_list.to_dict("records"), n_runs=int(runs.seed.notna().sum()),
                    total_train_seconds=float(runs.train_seconds.sum()))
     atomic_write_json(man, Path(results) / "manifest.json")
     return man
