@@ -118,6 +118,23 @@ def factorial_table(runs: pd.DataFrame, metrics: list[str], cells: Mapping[str, 
     return pd.DataFrame(rows)
 
 
+FACTORIAL_METRICS = ["emoji_mr", "oca_mr", "img_r1", "wn_r1", "txt_r1"]
+
+
+def run_metrics(results, lists_of: Mapping[str, list[str]], metrics: list[str]) -> pd.DataFrame:
+    """One row per run (``variant``, ``seed``) with each metric = the mean over its lists of the list's mean
+    over queries, computed from the per-query results (so it is recomputable from ``per_query.npz``)."""
+    rows = []
+    for r in (results.to_dict("records") if isinstance(results, pd.DataFrame) else results):
+        row = {"variant": r["variant"], "seed": r["seed"]}
+        for m in metrics:
+            lists = lists_of.get(m, [m])
+            if all(name in r["per_query"] for name in lists):
+                row[m] = float(np.mean([np.mean(r["per_query"][name]) for name in lists]))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def factorial_markdown(table: pd.DataFrame) -> str:
     """The factorial table as Markdown, rounded (points; p to 3 decimals)."""
     from .report import to_markdown

@@ -508,7 +508,7 @@ def claim_verdicts(df: pd.DataFrame, prereg: Mapping | str | Path | None = None)
     """One verdict per claim of the paper (``prereg['claims']``), from the primary verdicts of its contrasts,
     by the pre-registered rule: *reproduced* = at least one contrast reproduced and none contradicted;
     *contradicted* = at least one contradicted and none reproduced; *mixed* = both; *no effect* = every
-    contrast no effect; *inconclusive* otherwise; *not run* when a contrast did not run. A reproduced claim
+    contrast no effect; *inconclusive* otherwise; *not run* when a contrast did not run (*insufficient seeds* when one has too few). A reproduced claim
     whose contrasts with a stated size are all smaller than the paper's says so (``size``)."""
     if prereg is None or isinstance(prereg, (str, Path)):
         prereg = load_prereg(prereg or DEFAULT_PREREG)
@@ -520,8 +520,10 @@ def claim_verdicts(df: pd.DataFrame, prereg: Mapping | str | Path | None = None)
             continue
         sub = by_id.loc[present]
         v = list(sub.verdict)
-        if len(sub) < len(cl["contrasts"]) or NOT_RUN in v or TOO_FEW_SEEDS in v:
+        if len(sub) < len(cl["contrasts"]) or NOT_RUN in v:
             verdict = NOT_RUN
+        elif TOO_FEW_SEEDS in v:
+            verdict = TOO_FEW_SEEDS
         elif "reproduced" in v and "contradicted" in v:
             verdict = "mixed"
         elif "reproduced" in v:
@@ -536,7 +538,7 @@ def claim_verdicts(df: pd.DataFrame, prereg: Mapping | str | Path | None = None)
         size = ""
         if len(sized) and all(str(x).startswith("smaller than the paper's (both") for x in sized.vs_paper):
             size = "smaller than the paper's effect under both readings"
-        seed_v = list(sub.verdict_seed) if "verdict_seed" in sub else []
+        seed_v = [x if isinstance(x, str) else "-" for x in sub.verdict_seed] if "verdict_seed" in sub else []
         rows.append({"claim_id": cl["id"], "claim": cl["claim"], "contrasts": ", ".join(cl["contrasts"]),
                      "contrast verdicts": ", ".join(f"{i}: {x}" for i, x in zip(sub.index, v)),
                      "verdict": verdict, "size": size,
@@ -755,8 +757,26 @@ def study_claims(results: pd.DataFrame, csv_path: str | Path, n_resamples: int =
         return pd.read_csv(csv_path)
     df = recompute(pq_path, n_resamples)
     atomic_write_text(df.to_csv(index=False), csv_path)
+    write_claim_tables(pd.read_csv(csv_path), pq_path)
     atomic_write_text(digest + "\n", digest_path)
     return pd.read_csv(csv_path)
+
+
+def write_claim_tables(claims: pd.DataFrame, per_query_path: str | Path) -> None:
+    """Beside ``claims.csv``: ``claims_by_claim.csv``/``.md`` (one verdict per claim of the paper) and
+    ``table_factorial.csv``/``.md`` (the 2 x 2 analysis of the single-modal losses), both from the same
+    per-query file and pre-registration, so they recompute with the claims."""
+    from .analyses import FACTORIAL_METRICS, factorial_markdown, factorial_table, run_metrics
+    from ..runtime import atomic_write_text
+    from .report import write_table
+
+    folder = Path(per_query_path).parent
+    write_table(claim_verdicts(claims), folder / "claims_by_claim", index=False)
+    results, _ = load_per_query(per_query_path)
+    fac = factorial_table(run_metrics(results, load_prereg().get("metrics") or {}, FACTORIAL_METRICS),
+                          FACTORIAL_METRICS)
+    atomic_write_text(fac.to_csv(index=False), folder / "table_factorial.csv")
+    atomic_write_text(factorial_markdown(fac), folder / "table_factorial.md")
 
 
 def conclusion(df: pd.DataFrame, variants: Iterable[str]) -> str:
