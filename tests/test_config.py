@@ -129,3 +129,21 @@ def test_missing_image_fails_validation_before_any_feature(tmp_path, monkeypatch
     msg = str(err.value)
     assert "MISSING_EMOJI.png" in msg and "missing" in msg and "images[5]" in msg
     assert not cache.exists() and not (tmp_path / "run").exists()
+
+
+def test_finished_runs_survive_a_new_option_with_its_default():
+    """A run stored before an option existed stays valid (the option's default is the old behaviour); a key
+    the code no longer knows, or another value, makes it stale."""
+    from cookie_lib.config import load_config
+    from cookie_lib.study.grid import same_config
+
+    cfg = load_config("smoke")
+    stored = cfg.to_dict()
+    assert same_config(stored, cfg)
+    older = {k: dict(v) for k, v in stored.items()}
+    key = next(k for k, v in older["train"].items() if v == type(cfg.train)().__dict__[k])  # a key at its default
+    del older["train"][key]  # as if the run predates the option
+    assert same_config(older, cfg)
+    assert not same_config({**older, "train": {**older["train"], "no_such_option": 1}}, cfg)
+    assert not same_config({**stored, "train": {**stored["train"], "epochs": stored["train"]["epochs"] + 1}}, cfg)
+    assert not same_config(None, cfg)

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..config import Config, load_config, resolve_path
+from ..config import Config, ConfigError, config_from_dict, load_config, resolve_path
 from ..data import KarpathyCorpus
 from ..evaluate import load_run
 from ..features import CACHE_SEED, SplitFeatures, encode_images, split_features
@@ -124,7 +124,7 @@ def frozen_run(profile: str, extra: dict | None = None, runs_root: str | Path = 
     :func:`cookie_lib.study.downstream.frozen_baseline`). Written to ``runs/<profile>/frozen/result.json``."""
     cfg = load_config(profile, extra)
     done = run_dir(profile, FROZEN, None, runs_root) / "result.json"
-    if done.exists() and json.loads(done.read_text()).get("config") == cfg.to_dict():
+    if done.exists() and same_config(json.loads(done.read_text()).get("config"), cfg):
         return json.loads(done.read_text())
     corpus = load_corpus(cfg)
     pretrain = split_features(cfg, corpus.split("train"), "train", cfg.train.num_views, resolve_path(cfg.data.dataset))
@@ -198,9 +198,19 @@ def _run_jobs(profile, jobs, extra, runs_root, progress, workers) -> list[dict]:
     return [run_one(profile, v, s, corpus, extra, runs_root, progress) for v, s in jobs]
 
 
+def same_config(stored: dict | None, cfg: Config) -> bool:
+    """Whether a stored run's config, read by today's code, is ``cfg``: keys added to the config since the
+    run default to their values (a new option whose default keeps the old behaviour leaves finished runs
+    valid); a key today's code no longer knows makes the run stale."""
+    try:
+        return stored is not None and config_from_dict(stored).to_dict() == cfg.to_dict()
+    except ConfigError:
+        return False
+
+
 def _same_run(result: dict, cfg: Config, variant: str) -> bool:
     """A finished run's result.json matches this config (and, for the cross-encoder, its settings)."""
-    return result.get("config") == cfg.to_dict() and (variant != ONESTREAM or result.get("settings") == ONESTREAM_SETTINGS)
+    return same_config(result.get("config"), cfg) and (variant != ONESTREAM or result.get("settings") == ONESTREAM_SETTINGS)
 
 
 def _after(before, fn, *args):
