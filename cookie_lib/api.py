@@ -32,6 +32,7 @@ when a corpus shares items with the training data without that data at hand. Fil
 from __future__ import annotations
 
 import hashlib
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,9 +81,10 @@ def file_digest64(path: Path) -> int:
 
 
 def concept_keys(records) -> list[str]:
-    """Instance keys that name a concept (Karpathy ``concept``); a key that is just the imgid is no identity
-    across corpora (imgids restart at 0 in every file), so it is left out."""
-    return [r.key for r in records if r.key != str(r.imgid)]
+    """Instance keys that name a concept (Karpathy ``concept``), without a corpus namespace: a mixed corpus
+    writes ``emoji:1F600`` for the emoji corpus's ``1F600``, so a leading ``name:`` is dropped. A key that is
+    just the imgid is no identity across corpora (imgids restart at 0 in every file), so it is left out."""
+    return [re.sub(r"^[A-Za-z_]+:", "", r.key) for r in records if r.key != str(r.imgid)]
 
 
 def training_fingerprint(records) -> dict[str, torch.Tensor]:
@@ -134,11 +136,16 @@ def training_record(cfg: Config) -> dict:
             "split": "train", "counts": corpus.counts(), **training_fingerprint(corpus.split("train"))}
 
 
-def training_overlap_warning(training: dict, records, what: str) -> str | None:
-    """:func:`overlap_warning` of ``records`` against an export's "training" record (None when the export
-    holds no fingerprint, e.g. a cookie-model/1 file, or nothing is shared)."""
+def training_overlap_warning(training: dict, records, what: str, cfg: Config | None = None) -> str | None:
+    """:func:`overlap_warning` of ``records`` against an export's "training" record; without one (a training
+    run folder, a cookie-model/1 file) against :func:`training_record` of ``cfg``'s corpus read now. None
+    when neither is available or nothing is shared."""
     if not training or "captions" not in training:
-        return None
+        if cfg is None:
+            return None
+        training = training_record(cfg)
+        if training.get("missing"):
+            return None
     trained_on = f"{training.get('dataset', '?')} {training.get('split', 'train')}"
     return overlap_warning(training_overlap(training, records), trained_on, what)
 

@@ -224,19 +224,6 @@ def _corpus_hint(path: Path) -> str | None:
     return corpus_hint(path)
 
 
-def _training_warning(training: dict, cfg: Config, records, dataset: Path, split: str) -> str | None:
-    """The overlap warning for ``records``: against the export's fingerprint, or (a run folder) the run's
-    training corpus read now; None when neither is available or nothing is shared."""
-    from .api import _portable, training_overlap_warning, training_record
-
-    what = f"{_portable(dataset)} {split}"
-    if not training:
-        training = training_record(cfg)
-        if training.get("missing"):
-            return None
-    return training_overlap_warning(training, records, what)
-
-
 def evaluate_model(model: str | Path | None = None, run: str | Path | None = None, split: str = "test",
                    device: str = "auto", dataset: str | Path | None = None, image_root: str | Path | None = None,
                    protocol: str = "study") -> dict:
@@ -291,7 +278,9 @@ def evaluate_model(model: str | Path | None = None, run: str | Path | None = Non
     out = {**source, "split": split, "protocol": protocol, "corpus": corpus.name, "dataset": str(path),
            "images": len(records), "captions": sum(len(r.captions) for r in records),
            "distinct_captions": len(feats.texts), "metrics": metrics, "notes": []}
-    warning = _training_warning(training, cfg, records, path, split)
+    from .api import _portable, training_overlap_warning
+
+    warning = training_overlap_warning(training, records, f"{_portable(path)} {split}", cfg)
     out["training_overlap"] = warning  # printed on stderr by the command line
     if corpus.name.lower() == "coco":
         if len(records) == COCO_TEST_IMAGES:

@@ -178,7 +178,7 @@ def _gallery(sm: ExportedModel, corpus_path: Path, split: str, image_root) -> tu
         for r, ids in zip(records, feats.caption_ids):
             for i in ids:
                 text_key.setdefault(i, r.key)
-        note = training_overlap_warning(sm.info.get("training", {}), records, f"{_portable(corpus_path)} {split}")
+        note = training_overlap_warning(sm.info.get("training", {}), records, f"{_portable(corpus_path)} {split}", cfg)
         _GALLERIES[key] = (corpus.name, records, feats.texts, [text_key[i] for i in range(len(feats.texts))],
                            img, txt, note)
     return _GALLERIES[key]
