@@ -3,8 +3,8 @@
 #   1. set up .venv;  2. build the corpora (emoji, Open Clip Art, WordNet, the pre-training corpus);
 #   3. train every run of the pre-registered study (two single-threaded runs at a time);
 #   4. the systems benchmark;  5. execute notebooks 01-06 with papermill (they load the runs of step 3);
-#   6. export the best COOKIE run for `python -m cookie_lib.search`, render the HTML report, regenerate the
-#      README's results blocks;  7. check that every expected results file was written by this run.
+#   6. export the best COOKIE run for `python -m cookie_lib.search`, render the HTML report (and screenshot it
+#      when Chromium runs), regenerate the README's results blocks;  7. check that every expected results file was written by this run.
 # Usage: ./run_all.sh [PROFILE]   (default: profiles/default.yaml; `./run_all.sh smoke` takes a few minutes)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -48,6 +48,8 @@ done
 say "export the best COOKIE run and render the report"
 $PY -m cookie_lib.study.grid export --profile "$PARAMS" --out "$RESULTS/model/cookie.pt"
 $PY scripts/build_report.py "$EXECUTED" --out "$RESULTS/report"
+# screenshots of the report in headless Chromium (fetched once with apt-get); where it cannot run, the run goes on
+$PY scripts/screenshot_report.py "$RESULTS/report" --fetch || say "report screenshots skipped (reason above)"
 if [[ $RESULTS == results ]]; then $PY scripts/update_readme.py; fi
 
 expected=(data_counts.csv fig_contact_sheet_emoji.png fig_loss_curves.png fig_val_curves.png table_convergence.csv

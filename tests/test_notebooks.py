@@ -69,3 +69,99 @@ def test_parameter_defaults_are_smoke(path):
     assert params.get("build_corpus", False) is False  # CI never builds the full corpus
     assert params.get("secondary_seeds", [0, 1]) == [0, 1] and params.get("bootstrap_resamples", 499) <= 999
     load_config(params["profile"])  # the profile exists and validates
+
+
+# ----------------------------------------------------------------------------- executed: figures inline
+# the fewest inline figures each notebook shows on the smoke profile (each figure it saves under results/)
+SMOKE_FIGURES = {"01_data": 1, "02_pretraining": 3, "03_ablation_losses": 1, "04_ablation_head": 2,
+                 "05_downstream": 4, "06_results": 1}
+
+
+def inline_figures(nb) -> list[dict]:
+    """The ``image/png`` outputs of a notebook's code cells, in order, each as {"png": bytes, "filename",
+    "title"} (file name and title from the output metadata ``plots.save_figure`` writes; "" if absent)."""
+    import base64
+
+    found = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            if "image/png" in out.get("data", {}):
+                meta = out.get("metadata", {}).get("image/png", {})
+                found.append({"png": base64.b64decode(out["data"]["image/png"]), "filename": meta.get("filename", ""),
+                              "title": meta.get("title", "")})
+    return found
+
+
+@pytest.fixture(scope="session")
+def executed_smoke(tmp_path_factory):
+    """(folder of executed notebooks, their results folder or None).
+
+    By default the six notebooks run here with papermill on their smoke defaults, results written to a
+    temporary folder (training what ``runs/smoke`` lacks, which the nbval run of CI then reuses). With
+    ``COOKIE_EXECUTED_NOTEBOOKS=DIR`` (e.g. ``results/notebooks`` after ``./run_all.sh``) the notebooks
+    already executed there are checked instead, against the results folder beside them.
+    """
+    import os
+
+    given = os.environ.get("COOKIE_EXECUTED_NOTEBOOKS")
+    if given:
+        folder = Path(given) if Path(given).is_absolute() else project_root() / given
+        if not folder.is_dir():
+            pytest.fail(f"COOKIE_EXECUTED_NOTEBOOKS={given}: no such folder")
+        return folder, folder.parent
+    import papermill
+
+    os.environ.setdefault("MPLBACKEND", "Agg")  # the kernels inherit it, as under run_all.sh
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    out = tmp_path_factory.mktemp("executed")
+    results = out / "results"
+    for path in NOTEBOOKS:
+        papermill.execute_notebook(str(path), str(out / path.name), parameters={"results_dir": str(results)},
+                                   kernel_name="python3", cwd=str(path.parent), progress_bar=False,
+                                   execution_timeout=1800)
+    return out, results
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", EXPECTED)
+def test_executed_notebook_shows_its_figures(executed_smoke, name):
+    folder, results = executed_smoke
+    figures = inline_figures(nbformat.read(folder / f"{name}.ipynb", as_version=4))
+    assert len(figures) >= SMOKE_FIGURES[name], \
+        f"{name}: {len(figures)} inline figures, expected at least {SMOKE_FIGURES[name]}"
+    for fig in figures:  # each inline figure is the file saved under results/, byte for byte, and has a title
+        assert fig["png"].startswith(b"\x89PNG") and fig["filename"] and fig["title"], (name, fig["filename"])
+        saved = results / fig["filename"]
+        assert saved.is_file() and saved.read_bytes() == fig["png"], f"{name}: {saved} differs from its inline copy"
+
+
+@pytest.mark.slow
+def test_every_saved_figure_is_inline(executed_smoke):
+    folder, results = executed_smoke
+    shown = {f["filename"] for p in folder.glob("*.ipynb") for f in inline_figures(nbformat.read(p, as_version=4))}
+    # figures the benchmark CLI (not a notebook) writes when run_all.sh runs it
+    made_elsewhere = {"fig_cost_model.png", "fig_inference_time.png"}
+    saved = {p.name for p in results.glob("fig_*.png")} - made_elsewhere
+    assert saved and saved <= shown, f"saved under {results} but never shown inline: {sorted(saved - shown)}"
+
+
+@pytest.mark.slow
+def test_report_of_the_executed_notebooks_embeds_every_figure(executed_smoke, tmp_path):
+    import re
+
+    from cookie_lib.study import htmlreport
+
+    folder, _ = executed_smoke
+    pages = htmlreport.build_report(folder, tmp_path / "report")
+    assert [p.notebook.stem for p in pages] == EXPECTED
+    index = (tmp_path / "report" / "index.html").read_text()
+    for page in pages:
+        text = (tmp_path / "report" / page.html).read_text()
+        imgs = re.findall(r"<img\b[^>]*>", text)
+        assert page.figures >= SMOKE_FIGURES[page.notebook.stem] and len(imgs) == page.figures, page.html
+        assert all(re.search(r'\ssrc="data:image/png;base64,', i) for i in imgs), page.html
+        assert htmlreport.external_references(text) == [], page.html
+        figures = [i for i in page.items if i.kind == "figure"]
+        assert len(figures) == page.figures and all(i.title for i in figures), page.html
+        for item in page.items:
+            assert f'href="{page.html}#{item.anchor}"' in index and f'id="{item.anchor}"' in text

@@ -123,3 +123,41 @@ def test_annotate_titles_from_headings_and_alt():
 def test_external_references_are_caught(snippet):
     assert H.external_references(f"<p>ok</p>{snippet}")
     assert not H.external_references('<img src="data:image/png;base64,AAAA"><a href="https://example.org">a link</a>')
+
+
+def _screenshot_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("screenshot_report", ROOT / "scripts" / "screenshot_report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_screenshots_skip_with_a_reason_without_chromium(executed, tmp_path, monkeypatch, capsys):
+    S = _screenshot_module()
+    d, _, _ = executed
+    H.build_report(d, tmp_path / "report")
+    monkeypatch.setattr(S, "find_chromium", lambda *a, **k: None)
+    assert S.main([str(tmp_path / "report"), "--page", "01_demo.html"]) == S.NO_CHROMIUM
+    assert "screenshots skipped: no chromium found" in capsys.readouterr().err
+    assert S.main([str(tmp_path / "nothere")]) == 2
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium(executed, tmp_path):
+    """Where a Chromium runs (``scripts/screenshot_report.py --fetch`` unpacks Debian's), the page renders
+    from the file system with networking off, and the screenshot is not blank."""
+    import numpy as np
+    from PIL import Image
+
+    S = _screenshot_module()
+    found = S.find_chromium()
+    if found is None or S.missing_libraries(*found):
+        pytest.skip("no runnable chromium (scripts/screenshot_report.py --fetch makes one)")
+    d, _, _ = executed
+    H.build_report(d, tmp_path / "report")
+    assert S.main([str(tmp_path / "report"), "--page", "01_demo.html", "--height", "900"]) == 0
+    with Image.open(tmp_path / "report" / "screenshot_01_demo.png") as im:
+        pixels = np.asarray(im.convert("L"))
+    assert pixels.shape == (900, 1280) and (pixels < 128).mean() > 0.005  # text and the plotted line, not blank

@@ -28,15 +28,16 @@ import nbformat
 
 # Extends the lab template: empties the blocks that reference a CDN (see module docstring), gives each
 # PNG its title as alt text (from the output's metadata), and adds the CSS of the table scroll box. The lab
-# output area is a CSS table whose cells grow to their content; a fixed layout keeps it at the page width
-# so the box inside can scroll.
+# input and output areas are CSS tables whose cells grow to their content; a fixed layout keeps them at the
+# page width so the boxes inside (tables, long code lines, long printed lines) can scroll.
 OFFLINE_TEMPLATE = """{%- extends 'index.html.j2' -%}
 {%- block html_head_js -%}{%- endblock html_head_js -%}
 {%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
 {% block jupyter_widgets %}{% endblock jupyter_widgets %}
 {% block extra_css %}<style type="text/css">
-.jp-OutputArea-child { table-layout: fixed; width: 100%; }
+.jp-OutputArea-child, .jp-InputArea { table-layout: fixed; width: 100%; }
+.jp-InputArea-editor pre, .jp-RenderedText pre { overflow-x: auto; }
 .cookie-table-scroll { overflow-x: auto; max-width: 100%; }
 .cookie-table-scroll table { margin-left: 0; }
 </style>{% endblock extra_css %}
@@ -233,6 +234,43 @@ def build_report(notebook_dir: str | Path, out_dir: str | Path, title: str = "co
         if tmp.exists():
             shutil.rmtree(tmp)
     return pages
+
+
+FIGURES_START, FIGURES_END = "<!-- figures:start -->", "<!-- figures:end -->"
+
+
+def inline_counts(notebook_dir: str | Path) -> list[dict]:
+    """Per ``*.ipynb`` of ``notebook_dir`` (file order): its inline figures (``image/png`` outputs) and the
+    tables among its outputs (Markdown pipe tables and HTML ``<table>``s), counted in the notebook itself."""
+    rows = []
+    for path in sorted(Path(notebook_dir).glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+        data = [o.get("data", {}) for o in outputs]
+        tables = sum(len(re.findall(r"^\s*\|?\s*:?-{3,}", d.get("text/markdown", ""), re.M)) > 0
+                     or "<table" in d.get("text/html", "") for d in data)
+        rows.append({"notebook": path.name, "figures": sum("image/png" in d for d in data), "tables": tables})
+    return rows
+
+
+def figures_block(notebook_dir: str | Path, shown_as: str = "results/notebooks") -> str:
+    """The README block (between :data:`FIGURES_START` and :data:`FIGURES_END`): inline figures and tables
+    per executed notebook, from :func:`inline_counts`."""
+    rows = inline_counts(notebook_dir)
+    lines = [FIGURES_START, f"Inline outputs of the executed notebooks in `{shown_as}/` (counted by "
+             "`cookie_lib.study.htmlreport.inline_counts`):", "", "| notebook | inline figures | tables |",
+             "|---|---:|---:|"]
+    lines += [f"| `{r['notebook']}` | {r['figures']} | {r['tables']} |" for r in rows]
+    lines += [f"| total | {sum(r['figures'] for r in rows)} | {sum(r['tables'] for r in rows)} |", FIGURES_END]
+    return "\n".join(lines)
+
+
+def update_figures_block(readme: str, notebook_dir: str | Path) -> str:
+    """``readme`` with its figures block regenerated; ValueError when the markers are missing."""
+    if FIGURES_START not in readme or FIGURES_END not in readme:
+        raise ValueError(f"README.md lacks the {FIGURES_START} ... {FIGURES_END} markers")
+    return re.sub(rf"{re.escape(FIGURES_START)}.*?{re.escape(FIGURES_END)}", lambda _: figures_block(notebook_dir),
+                  readme, flags=re.S)
 
 
 def main(argv: list[str] | None = None) -> int:

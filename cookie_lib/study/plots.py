@@ -56,14 +56,16 @@ def show_saved(path: str | Path, title: str = "") -> None:
     display(Image(filename=str(path), metadata=meta))
 
 
-def save_figure(fig, path: str | Path, dpi: int = 120, show: bool | None = None, close: bool = True) -> Path:
+def save_figure(fig, path: str | Path, dpi: int = 120, show: bool | None = None, close: bool = True,
+                title: str | None = None) -> Path:
     """``fig.savefig`` to a temporary PNG beside ``path``, rename it over ``path`` (atomic on POSIX), then
     display that file inline when ``show`` (default: when running in a Jupyter kernel) and close the figure.
 
     Displaying the saved file rather than the figure means the notebook output and ``results/`` hold the
     same image, whatever the matplotlib backend (``run_all.sh`` sets Agg, where nothing is shown by
     itself). Closing frees the figure (a notebook makes a dozen) and keeps Jupyter's inline backend from
-    showing it a second time; a closed Figure can still be saved or returned.
+    showing it a second time; a closed Figure can still be saved or returned. ``title`` (default: the
+    figure's suptitle or first axes title, :func:`figure_title`) names it in the output metadata.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,7 +79,7 @@ def save_figure(fig, path: str | Path, dpi: int = 120, show: bool | None = None,
         if os.path.exists(tmp):
             os.unlink(tmp)
     if show if show is not None else in_notebook():
-        show_saved(path, figure_title(fig))
+        show_saved(path, title if title is not None else figure_title(fig))
     if close:
         plt.close(fig)
     return path
@@ -198,6 +200,7 @@ def val_curves(val_epochs: list[list[dict]], metrics=("rsum", "img_r1", "txt_r1"
         ax.fill_between(mean.index, mean - std, mean + std, alpha=0.2)
         ax.set(xlabel="epoch", title=f"val {m}")
         ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.suptitle(f"Validation retrieval per epoch (mean ± std over {len(frames)} seed(s))", fontsize=10)
     fig.tight_layout()
     return fig
 
