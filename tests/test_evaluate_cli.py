@@ -111,3 +111,76 @@ def test_missing_corpus_is_named(smoke_run, tmp_path, capsys):
     run, _ = smoke_run
     assert E.main(["--run", str(run), "--dataset", str(tmp_path / "gone.json")]) == 2
     assert "gone.json" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- exported models, protocols
+@pytest.fixture(scope="module")
+def exported(smoke_run):
+    from cookie_lib.search import export_model
+
+    run, _ = smoke_run
+    return export_model(run, run.parent / "model" / "cookie.pt")
+
+
+def test_study_protocol_is_the_downstream_suites_and_karpathy_is_the_trainers(smoke_run, exported):
+    """One protocol: --protocol study gives exactly the study's emoji_* / img_* / txt_* numbers."""
+    from cookie_lib.config import resolve_path
+    from cookie_lib.features import split_features
+    from cookie_lib.study.downstream import DownstreamSuite
+
+    run, tr = smoke_run
+    study = E.evaluate_model(model=exported, split="test", device="cpu")
+    assert study["protocol"] == "study" and study["model"] == str(exported)
+    feats = split_features(tr.cfg, tr.corpus.split("test"), "test", 1, resolve_path(tr.cfg.data.dataset))
+    suite, _ = DownstreamSuite.from_features(emoji=feats).evaluate(E.load_run(run, "cpu").model)
+    m = study["metrics"]
+    for k in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum", "mr"):
+        assert m[k] == pytest.approx(suite[f"emoji_{k}"], abs=1e-9), k
+    for k in ("img_r1", "img_map", "txt_r1", "txt_mrr"):
+        assert m[k] == pytest.approx(suite[k], abs=1e-9), k
+    karpathy = E.evaluate_model(model=exported, split="test", device="cpu", protocol="karpathy")["metrics"]
+    direct = tr.evaluate(feats)
+    assert {k: karpathy[k] for k in direct} == pytest.approx(direct, abs=1e-9)
+    # the emoji designs share captions, so the two protocols differ on image -> text
+    assert karpathy["i2t_r5"] != m["i2t_r5"]
+    # the run folder and its export give the same numbers
+    assert E.evaluate_model(run=run, split="test", device="cpu")["metrics"] == pytest.approx(m, abs=1e-6)
+
+
+def test_cli_model_flag_prints_one_table_and_warns_on_training_overlap(exported, tmp_path, capsys):
+    assert E.main(["--model", str(exported), "--split", "test", "--device", "cpu"]) == 0
+    out = capsys.readouterr()
+    table = out.out.splitlines()
+    assert "protocol study" in table[0]
+    assert [ln.split()[0] for ln in table[3:7]] == ["image", "text", "cross-modal", "image"]
+    assert "RSUM" in out.out and "mR" in out.out and "mAP" in out.out and "MRR" in out.out
+    assert "warning" not in out.err  # the fixture's test concepts are not in its train split
+    assert not (exported.parent / "eval_test.json").exists()  # --model writes JSON only with --out
+    assert E.main(["--model", str(exported), "--split", "train", "--device", "cpu",
+                   "--out", str(tmp_path / "e.json")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: data/fixture_emoji/dataset_emoji.json train shares 130 of 130 captions, 26 of 26 concepts, " \
+           "72 of 72 images with the model's training data" in err
+    assert json.loads((tmp_path / "e.json").read_text())["training_overlap"] in err
+
+
+def test_run_and_model_flags_point_to_each_other(smoke_run, exported, capsys):
+    run, _ = smoke_run
+    assert E.main(["--run", str(exported)]) == 2
+    assert f"evaluated with --model {exported}" in capsys.readouterr().err
+    assert E.main(["--run", str(exported.parent)]) == 2  # e.g. results/model: an export, not a run
+    assert f"evaluate an exported model with --model {exported}" in capsys.readouterr().err
+    assert E.main(["--model", str(run / "checkpoint.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "is a training checkpoint" in err and "export it first with python -m cookie_lib.search --export-run" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_missing_study_corpus_says_how_to_build_it(exported, monkeypatch, capsys):
+    from cookie_lib import search as S
+
+    # the hint table maps the study's corpus files to the build command; point one entry at an absent file
+    monkeypatch.setitem(S.BUILD_HINTS, "data/absent/dataset_emoji.json", S.BUILD_HINTS["data/emoji/dataset_emoji.json"])
+    assert E.main(["--model", str(exported), "--dataset", "data/absent/dataset_emoji.json"]) == 2
+    err = capsys.readouterr().err
+    assert "data/absent/dataset_emoji.json does not exist (build it with python -m cookie_lib.study.corpora build" in err

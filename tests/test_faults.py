@@ -299,3 +299,125 @@ def test_empty_override_is_the_empty_string_not_none():
     assert load_config("smoke", _parse_overrides(["data.image_root="])).data.image_root == ""
     with pytest.raises(ConfigError, match="key=value"):
         _parse_overrides(["data.image_root"])
+
+
+# ----------------------------------------------------------------------------- 9. evaluate and search: one validation path
+@pytest.fixture(scope="module")
+def exported_model(tmp_path_factory, corpus):
+    """A 3-step smoke run and its export: (run folder, model file)."""
+    from cookie_lib.search import export_model
+
+    root = tmp_path_factory.mktemp("faults-export")
+    Trainer(load_config("smoke", TINY), root / "run", progress=False, corpus=corpus).run()
+    return root / "run", export_model(root / "run", root / "model" / "cookie.pt", card=False)
+
+
+def _broken_corpus(tmp_path: Path, fault: str) -> tuple[Path, str]:
+    """A copy of the emoji fixture with one fault in its test split -> (JSON path, the expected problem line)."""
+    import json
+
+    dst = tmp_path / "emoji"
+    shutil.copytree(ROOT / "data" / "fixture_emoji", dst)
+    path = dst / "dataset_emoji.json"
+    data = json.loads(path.read_text())
+    i = next(i for i, im in enumerate(data["images"]) if im["split"] == "test")
+    rec = data["images"][i]
+    where = f"{path}: images[{i}] (imgid={rec['imgid']})"
+    image = dst / "images" / rec.get("filepath", "") / rec["filename"]
+    if fault == "non-image file":
+        image.write_text("this is not a PNG")
+        return path, f"{where}: image does not decode (UnidentifiedImageError"
+    if fault == "missing image":
+        image.unlink()
+        return path, f"{where}: image file missing: {image}"
+    if fault == "empty caption":
+        rec["sentences"][1]["raw"] = "  "
+        path.write_text(json.dumps(data))
+        return path, f"{where}: sentences[1] 'raw' must be a non-empty string, got '  '"
+    assert fault == "malformed JSON"
+    path.write_text(path.read_text()[:-2])
+    return path, f"{path}: invalid JSON at line"
+
+
+FAULTS = ["non-image file", "missing image", "empty caption", "malformed JSON"]
+
+
+def _error(err: str) -> str:
+    """stderr from its ``error: `` line on (the text encoder's loading bar may precede it); no traceback."""
+    assert "error: " in err and "Traceback" not in err, err
+    return err[err.index("error: "):]
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize("command", ["evaluate", "search"])
+def test_evaluate_and_search_report_a_bad_corpus_like_data_validate(tmp_path, exported_model, fault, command, capsys):
+    from cookie_lib import data, evaluate, search
+
+    _, model = exported_model
+    path, problem = _broken_corpus(tmp_path, fault)
+    assert data.main(["validate", str(path)]) == 1  # the reference: python -m cookie_lib.data validate
+    reference = capsys.readouterr().err
+    assert problem in reference
+    if command == "evaluate":
+        status = evaluate.main(["--model", str(model), "--dataset", str(path), "--device", "cpu"])
+    else:
+        status = search.main(["a grinning face", "--model", str(model), "--corpus", str(path), "--device", "cpu",
+                              "--out", ""])
+    err = _error(capsys.readouterr().err)
+    assert status == 2
+    assert problem in err  # the same line, naming the file and the record
+    assert all(line.startswith((str(path), "error: ")) for line in err.strip().splitlines())
+
+
+def test_search_image_query_that_is_not_an_image_is_one_line(tmp_path, exported_model, capsys):
+    from cookie_lib import search
+
+    _, model = exported_model
+    fake = tmp_path / "photo.png"
+    fake.write_text("not an image")
+    assert search.main([str(fake), "--model", str(model), "--corpus", "data/fixture_emoji/dataset_emoji.json",
+                        "--device", "cpu", "--out", ""]) == 2
+    err = _error(capsys.readouterr().err)
+    assert err.startswith(f"error: image {fake} does not decode") and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_device_without_a_gpu_is_one_line_everywhere(tmp_path, exported_model, corpus, capsys):
+    from cookie_lib import evaluate, search
+
+    run, model = exported_model
+    for command in (lambda: evaluate.main(["--model", str(model), "--device", "cuda"]),
+                    lambda: evaluate.main(["--run", str(run), "--device", "cuda:1"]),
+                    lambda: search.main(["x", "--model", str(model), "--device", "cuda", "--out", ""])):
+        status = command()
+        err = _error(capsys.readouterr().err)
+        assert status == 2 and "no CUDA GPU is available on this machine; use --device cpu" in err
+        assert len(err.strip().splitlines()) == 1
+    with pytest.raises(ConfigError, match="no CUDA GPU is available"):  # train and the grid build a Trainer
+        Trainer(load_config("smoke", {**TINY, "train.device": "cuda"}), tmp_path / "r", progress=False, corpus=corpus)
+
+
+@pytest.mark.parametrize("command", ["evaluate", "search"])
+def test_training_checkpoint_where_an_export_is_expected_says_export_it_first(exported_model, command, capsys):
+    from cookie_lib import evaluate, search
+
+    run, _ = exported_model
+    for given in (run / "checkpoint.pt", run):
+        if command == "evaluate":
+            status = evaluate.main(["--model", str(given), "--device", "cpu"])
+        else:
+            status = search.main(["x", "--model", str(given), "--device", "cpu", "--out", ""])
+        err = _error(capsys.readouterr().err)
+        assert status == 2 and len(err.strip().splitlines()) == 1
+        assert f"export it first with python -m cookie_lib.search --export-run {run} --model {run / 'cookie.pt'}" in err
+
+
+def test_search_missing_corpus_says_how_to_build_it(exported_model, monkeypatch, capsys):
+    from cookie_lib import search
+
+    _, model = exported_model
+    monkeypatch.setitem(search.BUILD_HINTS, "data/absent/dataset_emoji.json",
+                        search.BUILD_HINTS["data/emoji/dataset_emoji.json"])
+    assert search.main(["x", "--model", str(model), "--corpus", "data/absent/dataset_emoji.json", "--out", ""]) == 2
+    err = capsys.readouterr().err
+    assert "dataset_emoji.json does not exist (build it with python -m cookie_lib.study.corpora build" in err
