@@ -260,11 +260,17 @@ def test_assign_splits_keeps_families_together_and_flags_in_train():
 def test_built_corpus_families_never_span_splits(fake_cache, tmp_path):
     E.build(tmp_path / "f", ("noto", "twemoji"), fake_cache, progress=False)
     imgs = json.loads((tmp_path / "f" / "dataset_emoji.json").read_text())["images"]
-    assert all(i["family"] == E.emoji_family(i["concept"]) for i in imgs)
-    splits = defaultdict(set)
+    concepts = {i["concept"]: {"key": i["concept"], "label": i["sentences"][0]["raw"], "subgroup": i["subgroup"]}
+                for i in imgs}
+    fam = E.families_with_siblings(list(concepts.values()))
+    assert all(i["family"] == fam[i["concept"]] for i in imgs)
+    assert all(i["sibling_group"] == E.sibling_group(i["concept"], i["sentences"][0]["raw"], i["subgroup"])
+               for i in imgs)
+    splits, sib_splits = defaultdict(set), defaultdict(set)
     for i in imgs:
         splits[i["family"]].add(i["split"])
-    assert all(len(s) == 1 for s in splits.values())
+        sib_splits[i["sibling_group"]].add(i["split"])
+    assert all(len(s) == 1 for s in splits.values()) and all(len(s) == 1 for s in sib_splits.values())
 
 
 def test_big_families_go_to_train(fake_cache, tmp_path, monkeypatch):

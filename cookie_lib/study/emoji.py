@@ -14,8 +14,9 @@ Output (exactly the Karpathy layout plus extra fields, see data/README.md)::
 
 KEY is the upper-case hex code points joined by "-", with FE0F removed. Only base emoji (no
 skin-tone variants) are used and the CLDR "component" group is excluded. Splits are by concept,
-stratified by subgroup and grouped by family (variants of one base emoji, flags, keycaps, clock faces never
-span two splits; flags and other families of > 10 concepts are always train), from a seeded SHA-256 hash, so rebuilding gives byte-identical files.
+stratified by subgroup and grouped by family (variants of one base emoji, flags, keycaps, clock faces and
+sibling groups - one design recoloured, resized, mirrored or numbered - never span two splits; flags and
+other families of > 10 concepts are always train), from a seeded SHA-256 hash, so rebuilding gives byte-identical files.
 
 Why one long module: fetching, key normalisation, family splits, captions and rendering are one builder, each step small.
 """
@@ -148,6 +149,73 @@ def emoji_family(key: str) -> str:
             return "family"
         return "-".join(canon)
     return canon[0]
+
+
+# --------------------------------------------------------------------------- sibling groups
+# Emoji that are one design recoloured, resized, mirrored or numbered ("orange heart" / "green heart",
+# "red circle" / "black circle", "up arrow" / "left arrow", the moon phases) are near-copies of each other:
+# one in train and another in test would make test retrieval partly a colour-matching task. Rule
+# (``sibling_group``): within a CLDR subgroup, two emoji are siblings if their CLDR labels are equal after
+# removing the words below ("light blue" counts as a colour); whole sets that no word rule catches are
+# listed by code point or subgroup.
+SIBLING_WORDS = frozenset({
+    "red", "orange", "yellow", "green", "blue", "purple", "brown", "black", "white", "grey", "gray", "pink",  # colour
+    "large", "small", "medium",  # size
+    "up", "down", "left", "right", "upwards", "downwards", "leftwards", "rightwards",  # direction (mirrored copies)
+    "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"})  # index
+# (first, last) code point of ranges that form one sibling set: the moon phases, crescent and moon faces
+SIBLING_RANGES = {"moon": ("1F311", "1F31D")}
+# CLDR subgroups that are one sibling set as a whole: the same face or sign drawn with a different expression
+SIBLING_SUBGROUPS = frozenset({"cat-face", "monkey-face", "zodiac"})
+
+
+def sibling_group(key: str, label: str, subgroup: str) -> str:
+    """Sibling-group id of an emoji: concepts with equal ids are recoloured/resized/mirrored/numbered
+    copies of one design and must share a split.
+
+    ``"siblings:<name>"`` for a range of ``SIBLING_RANGES`` or a subgroup in ``SIBLING_SUBGROUPS``, else
+    ``"<subgroup>:<label words minus SIBLING_WORDS>"`` (lower case, "light blue" read as one colour):
+    "orange heart" and "light blue heart" -> "heart:heart". Only ids shared by two or more concepts
+    join anything (see ``families_with_siblings``).
+    """
+    if "-" not in key:
+        for name, (lo, hi) in SIBLING_RANGES.items():
+            if len(key) == len(lo) and lo <= key <= hi:
+                return f"siblings:{name}"
+    if subgroup in SIBLING_SUBGROUPS:
+        return f"siblings:{subgroup}"
+    words = tokenize(label.lower().replace("light blue", "blue"))
+    return f"{subgroup}:{' '.join(w for w in words if w not in SIBLING_WORDS)}"
+
+
+def families_with_siblings(concepts: list[dict]) -> dict[str, str]:
+    """{key: family id}: ``emoji_family`` with every sibling group (``sibling_group`` id shared by >= 2
+    concepts) merged into one family, transitively (union-find over families).
+
+    ``concepts`` are dicts with "key", "label", "subgroup". A merged family is named by the smallest
+    of its members' family ids and sibling ids, so the name (and the split hash) depends only on content.
+    """
+    fam = {c["key"]: emoji_family(c["key"]) for c in concepts}
+    sib = {c["key"]: sibling_group(c["key"], c["label"], c["subgroup"]) for c in concepts}
+    sizes = Counter(sib.values())
+    parent: dict[str, str] = {}
+
+    def find(x):
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def union(a, b):
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)  # the smallest name is the root
+
+    for key in fam:
+        find(fam[key])
+        if sizes[sib[key]] > 1:
+            union(fam[key], sib[key])
+    return {key: find(f) for key, f in fam.items()}
 
 
 def assign_splits(concepts: dict[str, str], test_frac: float = 0.15, val_frac: float = 0.10,
@@ -321,7 +389,7 @@ def build(out: Path, designs=DEFAULT_DESIGNS, cache_dir: Path = DEFAULT_CACHE, m
     concepts, sources = load_metadata(tars, openmoji_text)
     concepts = [c for c in concepts if any(c["key"] in sources[d] for d in designs)]
     concepts = select_concepts(concepts, max_concepts)
-    families = {c["key"]: emoji_family(c["key"]) for c in concepts}
+    families = families_with_siblings(concepts)
     sizes = Counter(families.values())
     fixed = {fam: "train" for fam, n in sizes.items() if n > BIG_FAMILY} | {FLAG_FAMILY: FLAG_SPLIT}
     splits = assign_splits({c["key"]: c["subgroup"] for c in concepts}, test_frac, val_frac, families=families,
@@ -353,7 +421,8 @@ def build(out: Path, designs=DEFAULT_DESIGNS, cache_dir: Path = DEFAULT_CACHE, m
                 sentid += len(sents)
                 images.append({"split": splits[c["key"]], "filepath": design, "filename": f"{c['key']}.png",
                                "imgid": imgid, "sentids": [s["sentid"] for s in sents], "sentences": sents,
-                               "concept": c["key"], "family": emoji_family(c["key"]), "design": design,
+                               "concept": c["key"], "family": families[c["key"]],
+                               "sibling_group": sibling_group(c["key"], c["label"], c["subgroup"]), "design": design,
                                "group": c["group"], "subgroup": c["subgroup"]})
         (tmp / "dataset_emoji.json").write_text(
             json.dumps({"dataset": "emoji", "images": images}, ensure_ascii=False, indent=None) + "\n",

@@ -21,7 +21,7 @@ boilerplate keywords) and caption sets shared by >= ``COLLECTION_MIN`` drawings;
 crop to content, pad to a square, 64 px; drop near-blank renders and near-copies of any emoji design
 image (perceptual hash plus a colour check, see ``emoji_matches``); split by
 caption set (the record key) with whole near-duplicate groups (pHash within ``GROUP_MAX_DISTANCE``)
-kept in one split, stratified by top-level category.
+and drawings sharing a title kept in one split, stratified by top-level category.
 
 Why one long module: .deb unpacking, RDF metadata, caption cleaning, rendering and de-duplication are one builder, each step small.
 """
@@ -339,9 +339,18 @@ def emoji_matches(hashes: np.ndarray, thumbs: np.ndarray, ehash: np.ndarray, eth
     return [best[i] for i in sorted(best)]
 
 
-def split_units(hashes: np.ndarray, keys: list[str], max_distance: int) -> np.ndarray:
+def norm_text(text: str) -> str:
+    """Caption text as compared by the leakage checks: lower-cased ``tokenize`` words joined by one space
+    ("Red Apple!" and "red  apple" are the same string)."""
+    return " ".join(tokenize(text))
+
+
+def split_units(hashes: np.ndarray, keys: list[str], max_distance: int,
+                titles: list[str] | None = None) -> np.ndarray:
     """(n,) unit ids: connected components (scipy) of the graph joining drawings whose pHashes are
-    within ``max_distance`` bits or whose record keys are equal. A unit never spans two splits."""
+    within ``max_distance`` bits, whose record keys are equal or (with ``titles``, one per drawing,
+    "" for none) whose titles are equal after ``norm_text``. A unit never spans two splits, so an
+    identical title is never both a pre-training and a test caption."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -349,6 +358,10 @@ def split_units(hashes: np.ndarray, keys: list[str], max_distance: int) -> np.nd
     first: dict[str, int] = {}
     rows = [np.arange(n)]
     cols = [np.array([first.setdefault(k, i) for i, k in enumerate(keys)], dtype=np.int64)]
+    if titles is not None:
+        named = [(i, norm_text(t)) for i, t in enumerate(titles) if norm_text(t)]
+        rows.append(np.array([i for i, _ in named], dtype=np.int64))
+        cols.append(np.array([first.setdefault("\0title:" + t, i) for i, t in named], dtype=np.int64))
     for start in range(0, n, 1024):  # blocks keep memory at 1024 x n
         i, j = np.nonzero(hamming(hashes[start:start + 1024], hashes) <= max_distance)
         rows.append(i + start)
@@ -439,9 +452,11 @@ def build(out: Path, deb: Path | None = None, cache_dir: Path = DEFAULT_CACHE, e
         gone = {i for i, *_ in matches}
         drawings = [d for i, d in enumerate(drawings) if i not in gone]
 
-    # split unit = near-duplicate group joined with equal caption sets (which share a record key)
+    # split unit = near-duplicate group joined with equal caption sets (which share a record key) and equal titles
     units = split_units(np.array([d["phash"] for d in drawings], dtype=np.uint64), [d["key"] for d in drawings],
-                        group_max_distance) if drawings else []
+                        group_max_distance,
+                        titles=[next((r for r, k in d["captions"] if k == "title"), "") for d in drawings]
+                        ) if drawings else []
     unit_name: dict = {}  # a unit is named by its smallest key: content-derived, so the split hash is stable
     for d, u in zip(drawings, units):
         unit_name[u] = min(unit_name.get(u, d["key"]), d["key"])
