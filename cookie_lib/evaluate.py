@@ -229,8 +229,9 @@ def evaluate_model(model: str | Path | None = None, run: str | Path | None = Non
                    protocol: str = "study") -> dict:
     """Every metric the corpus supports for an exported ``model`` file or a training ``run`` folder on ``split``.
 
-    The corpus is the model's training corpus (``config.data.dataset``) unless ``dataset`` names another
-    Karpathy JSON; it is validated first. Returns {"metrics": flat dict of :func:`evaluate_split` plus
+    The corpus is ``dataset`` (a Karpathy JSON) or by default :func:`cookie_lib.search.default_corpus`: the
+    model's training corpus if it has ``split``, else the built emoji corpus, else the committed fixture
+    (a pre-training corpus has no test split). It is validated first. Returns {"metrics": flat dict of :func:`evaluate_split` plus
     "mr" (points 0-100; medr in ranks), "coco_1k" and "coco_5k" (COCO only), "notes", "training_overlap" (the
     one-line warning of :func:`cookie_lib.api.overlap_warning`, or None), "protocol", provenance (model or run, corpus, split, counts, manifest)}.
     COCO 1K = mean over the 5 folds of 1,000 consecutive test images; 5K = the whole 5,000-image split,
@@ -254,21 +255,25 @@ def evaluate_model(model: str | Path | None = None, run: str | Path | None = Non
         dev = next(r.model.parameters()).device
         live = (r.visual_encoder, r.text_encoder)
         source = {"run": str(Path(run)), "checkpoint": str(r.checkpoint), "steps": r.steps}
+    own = False  # the run's own corpus: its configured image root applies
     if dataset is not None:
         path = user_path(dataset)
     else:
-        path = resolve_path(cfg.data.dataset)
+        from .search import default_corpus
+
+        path = default_corpus(cfg, split)
         if not path.is_file():
             hint = _corpus_hint(path)
             raise FileNotFoundError(f"corpus {path} does not exist (the model was trained on {cfg.data.dataset}"
                                     + (f"; {hint}" if hint else "") + "; pass --dataset to evaluate on another corpus)")
+        own = path == resolve_path(cfg.data.dataset)
     if not path.is_file():
         hint = _corpus_hint(path)
         raise FileNotFoundError(f"corpus {path} does not exist" + (f" ({hint})" if hint else ""))
     if image_root is not None:
         root = user_path(image_root)
     else:
-        root = resolve_path(cfg.data.image_root) if cfg.data.image_root and dataset is None else None
+        root = resolve_path(cfg.data.image_root) if cfg.data.image_root and dataset is None and own else None
     corpus, records = validated_split(path, root, split, cfg.data.max_captions)
     # one un-augmented view: evaluation never uses the augmented ones; the cache is shared with training
     feats = split_features(cfg, records, split, 1, path)
@@ -308,7 +313,10 @@ def format_metrics(result: dict) -> str:
     unimodal tasks the corpus supports, then COCO 1K/5K and the notes (2 decimals, points)."""
     m = result["metrics"]
     what = f"model {result['model']}" if result.get("model") else f"run {result['run']}"
-    lines = [f"{what} ({result['steps']} training steps) on {result['corpus']} {result['split']}: {result['images']} "
+    from .api import _portable
+
+    lines = [f"{what} ({result['steps']} training steps) on {result['corpus']} {result['split']} "
+             f"({_portable(result['dataset'])}): {result['images']} "
              f"images, {result['captions']} captions ({result.get('distinct_captions', '?')} distinct); "
              f"protocol {result['protocol']}", "",
              f"{'task':28s} {'R@1':>7s} {'R@5':>7s} {'R@10':>7s}  other"]
@@ -344,7 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default="test", help="split of the corpus (default: test)")
     p.add_argument("--out", default=None, help="JSON file to write (default: RUN/eval_SPLIT.json for --run; "
                                                "none for --model)")
-    p.add_argument("--dataset", default=None, help="another Karpathy JSON to evaluate on (default: the model's)")
+    p.add_argument("--dataset", default=None,
+                   help="Karpathy JSON to evaluate on (default: the model's corpus if it has --split, else the "
+                        "built emoji corpus, else the committed fixture)")
     p.add_argument("--image-root", default=None, help="image folder of --dataset (default: beside the JSON)")
     p.add_argument("--protocol", default="study", choices=PROTOCOLS,
                    help="study (default): each distinct caption once; karpathy: every caption of every image")

@@ -121,8 +121,8 @@ def _claims_section(results: Path) -> list[str]:
     df = df[(df["a"] == "cookie") | (df["b"] == "cookie")]
     if df.empty:
         return [f"Not available: no contrast in `{_shown(claims)}` involves COOKIE."]
-    lines = [f"Pre-registered contrasts with COOKIE (`{_shown(claims)}`; difference a - b in points, 95% "
-             "percentile-bootstrap CI over test queries and seeds):", "",
+    lines = [f"Pre-registered contrasts with COOKIE (`{_shown(claims)}`: difference a - b in points and its 95% "
+             "CI as the claims table computes it, see `claims.md` beside it for the resampling):", "",
              "| id | a | b | metric | a - b | 95% CI | verdict |", "|---|---|---|---|---|---|---|"]
     for r in df.itertuples():
         lines.append(f"| {r.id} | {r.a} | {r.b} | {r.metric} | {_fmt(float(r.diff))} | "
@@ -141,7 +141,7 @@ def model_card(blob: dict, model_file: Path, results: Path | None) -> str:
            f"optimiser steps) at commit `{src.get('commit', '?')}`. Every number below is read from that export "
            "or from the results folder; regenerate this file by exporting again.", "",
            "## Use", "", "```python", "import cookie_lib",
-           f'model, preprocess, tokenizer = cookie_lib.load_model("{model_file.name}")',
+           f'model, preprocess, tokenizer = cookie_lib.load_model("{_shown(model_file)}")',
            'img = model.encode_image(["a.png"])            # [1, ' + str(m["dim"]) + '], unit rows',
            'txt = model.encode_text(["a red apple"])       # [1, ' + str(m["dim"]) + ']',
            "```", "",

@@ -1,19 +1,24 @@
 """Query a trained model: a text finds images, an image finds captions.
 
 An exported model file holds what is trained (the projections + transformer head, a few MB), the run's
-config and the identifiers of the frozen encoders it sits on; the encoders themselves come from their
-packages as in training. Export once, then query from the shell or a notebook::
+config, the identifiers of the frozen encoders it sits on and a fingerprint of its training data; the
+encoders themselves come from their packages as in training. :func:`export_model` also writes the model
+card beside the file (:mod:`cookie_lib.modelcard`). Export once, then query from the shell or a notebook::
 
     python -m cookie_lib.search --export-run runs/cookie-s0 --model results/model/cookie.pt
-    python -m cookie_lib.search "a rowing boat" --model results/model/cookie.pt --corpus data/emoji/dataset_emoji.json
-    python -m cookie_lib.search path/to/image.png --k 5 --out sheet.png
+    python -m cookie_lib.search "a fish" --model results/model/cookie.pt --corpus data/emoji/dataset_emoji.json
+    python -m cookie_lib.search data/fixture_emoji/images/noto/1F9A1.png --k 5 --out sheet.png
 
     from cookie_lib.search import search
-    result = search("a rowing boat", "results/model/cookie.pt", "data/emoji/dataset_emoji.json", k=5)
+    result = search("a fish", "results/model/cookie.pt", "data/emoji/dataset_emoji.json", k=5)
+
+Batch embeddings of your own images and texts: ``cookie_lib.load_model`` (:mod:`cookie_lib.api`).
 
 Scores are cosine similarities s = <q, g> of unit-norm embeddings in the shared space [d]. A text query is
 ranked against the split's images (view 0, un-augmented), an image query against the split's distinct
-caption texts. The gallery's encoder outputs come from the feature cache (:func:`split_features`), so
+caption texts. The corpus is validated first (the checks of ``python -m cookie_lib.data validate`` on the
+searched split); a gallery that shares captions, concepts or images with the model's training data gets a
+warning. The gallery's encoder outputs come from the feature cache (:func:`split_features`), so
 only the first query on a corpus runs the encoders over it; the embedded gallery is also kept in memory
 for further queries in the same process.
 """
@@ -190,10 +195,10 @@ def corpus_hint(path: Path) -> str | None:
     return f"build it with {BUILD_HINTS[rel]}" if rel in BUILD_HINTS else None
 
 
-def default_corpus(sm: ExportedModel, split: str) -> Path:
-    """The corpus searched when none is given: the model's training corpus if it has ``split``, else the
-    emoji corpus when built, else the committed emoji fixture (a pre-training corpus has no test split)."""
-    own = resolve_path(sm.config.data.dataset)
+def default_corpus(cfg: Config, split: str) -> Path:
+    """The corpus searched (and evaluated) when none is given: the model's training corpus if it has ``split``,
+    else the emoji corpus when built, else the committed emoji fixture (a pre-training corpus has no test split)."""
+    own = resolve_path(cfg.data.dataset)
     if own.is_file():
         try:
             if load_karpathy(own, None).split(split):
@@ -236,7 +241,7 @@ def search(query: str | Path, model_file: str | Path = DEFAULT_MODEL, corpus: st
     sm = load_model(model_file, device)
     if not is_image_query(query) and not str(query).strip():
         raise ValueError("empty text query")
-    corpus_path = user_path(corpus) if corpus is not None else default_corpus(sm, split)
+    corpus_path = user_path(corpus) if corpus is not None else default_corpus(sm.config, split)
     root = user_path(image_root) if image_root is not None else None
     if not corpus_path.is_file():
         hint = corpus_hint(corpus_path)
