@@ -121,8 +121,8 @@ def text_to_image_figure(models: dict[str, tuple[torch.Tensor, torch.Tensor]], g
     """
     names = list(models)
     rows = len(queries) * len(names)
-    fig, axes = plt.subplots(rows, k + 1, figsize=(1.5 * (k + 1) + 1.5, 1.55 * rows), squeeze=False,
-                             gridspec_kw={"width_ratios": [2.2] + [1] * k})
+    fig, axes = plt.subplots(rows, k + 1, figsize=(1.5 * k + 2.6, 1.55 * rows), squeeze=False,
+                             gridspec_kw={"width_ratios": [1.6] + [1] * k})
     for qi, q in enumerate(queries):
         for mi, name in enumerate(names):
             img, txt = models[name]
