@@ -169,3 +169,23 @@ def test_precision_analysis():
     row = A.precision_table(claims).iloc[0]
     assert row["no effect reachable"] == bool(stats.norm.ppf(1 - 0.05) * 1.0 < 1.0) is False
     assert row["seeds to show no effect"] == f"> {A.MAX_SEEDS}"
+
+
+def test_preregistered_sesois_follow_the_rule_on_the_committed_pilot():
+    """The SESOIs of docs/preregistration.yaml are the stated rule applied to the committed pilot data."""
+    from conftest import ROOT
+
+    pilot = V.recompute(ROOT / "docs" / "pilot" / "per_query.npz", 99)
+    registered = {c["id"]: c["sesoi"] for c in V.load_prereg()["contrasts"]}
+    rule = A.sesoi_rule(pilot)
+    assert rule and all(registered[i] == v for i, v in rule.items()), \
+        {i: (registered[i], v) for i, v in rule.items() if registered[i] != v}
+
+
+def test_the_amendment_log_lists_the_committed_preregistration():
+    """Every edit of the pre-registration must be logged with its sha256 in docs/preregistration-amendments.md."""
+    from conftest import ROOT
+
+    log = (ROOT / "docs" / "preregistration-amendments.md").read_text()
+    assert f"`{V.prereg_sha256()[:12]}`" in log
+    assert f"version: {V.load_prereg()['version']}" in V.DEFAULT_PREREG.read_text()
