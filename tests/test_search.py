@@ -92,3 +92,26 @@ def test_cli_export_and_errors_name_the_file(exported, tmp_path, capsys):
     (tmp_path / "junk.pt").write_bytes(b"junk")
     assert S.main(["x", "--model", str(tmp_path / "junk.pt")]) == 2
     assert "junk.pt" in capsys.readouterr().err
+
+
+def test_default_corpus_and_training_overlap_warning(exported, capsys):
+    _, model_file, _, _, feats = exported
+    res = S.search(feats.texts[0], model_file, k=2, device="cpu")  # no corpus: the model's own, it has a test split
+    assert res.corpus_file == CORPUS and res.warning is None  # test concepts are not training concepts
+    res = S.search(feats.texts[0], model_file, k=2, split="train", device="cpu")
+    assert res.warning.startswith(f"{CORPUS} train shares 130 of 130 captions, 26 of 26 concepts, 72 of 72 images")
+    assert S.main([feats.texts[0], "--model", str(model_file), "--split", "train", "--out", "", "--device", "cpu"]) == 0
+    assert f"warning: {res.warning}" in capsys.readouterr().err
+
+
+def test_committed_model_searches_the_committed_fixture_from_a_fresh_clone(capsys):
+    """The README's search example: results/model/cookie.pt on the fixture, an image of a held-out concept."""
+    model = resolve_path(S.DEFAULT_MODEL)
+    query = "data/fixture_emoji/images/twemoji/26F9-200D-2642.png"
+    assert S.main([query, "--corpus", CORPUS, "--k", "3", "--out", "", "--device", "cpu"]) == 0
+    out = capsys.readouterr()
+    lines = out.out.splitlines()
+    assert lines[0] == f"image query {query!r}: top 3 captions of {CORPUS} test" and len(lines) == 4
+    em = S.load_model(model, "cpu")
+    if em.info["training"] or resolve_path(em.config.data.dataset).is_file():  # a fingerprint to check against
+        assert "warning: " in out.err and "of 7 concepts" in out.err
