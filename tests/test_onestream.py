@@ -10,7 +10,8 @@ import torch
 from cookie_lib.config import load_config, resolve_path
 from cookie_lib.features import split_features
 from cookie_lib.model import CookieModel
-from cookie_lib.study.onestream import (SETTINGS, TABLE_COLUMNS, CrossEncoder, Gallery, Positives, encode_split,
+from cookie_lib.study.onestream import (SETTINGS, TABLE_COLUMNS, CrossEncoder, Gallery, Positives, _draw_group,
+                                        encode_split,
                                         gallery_eval, load_onestream, mine_hard_negatives, pessimistic_ranks, rerank,
                                         score_index_pairs, train_onestream, write_table)
 
@@ -44,13 +45,14 @@ def test_trainer_writes_result_and_keeps_the_best_validation_epoch(trained, smok
     out, res = trained
     assert res["steps"] == 6 and len(res["history"]) == 6
     data = json.loads((out / "result.json").read_text())
-    assert data["kind"] == "onestream_itm" and data["settings"] == SETTINGS and data["config"]["model"]["dim"] == 64
+    assert data["kind"] == "onestream" and data["settings"] == SETTINGS and data["config"]["model"]["dim"] == 64
     for rec in data["history"]:
-        assert rec["itm"] > 0 and 0 <= rec["itm_acc"] <= 100
+        assert rec["loss"] > 0 and 0 <= rec["group_acc"] <= 100
     val = data["val"]
-    assert val[0]["epoch"] == 0 and len(val) >= 2  # step 0 (= COOKIE) and at least one trained epoch
-    chosen = max(val[1:], key=lambda r: r["r1"])  # the kept epoch: best validation R@1, never step 0
-    assert data["best_epoch"] == chosen["epoch"] >= 1 and data["val_best_r1"] == chosen["r1"]
+    assert val[0]["step"] == 0 and [v["step"] for v in val[1:]] == [6]  # step 0 (= COOKIE), then the end
+    chosen = max(val[1:], key=lambda r: r["r1"])  # the kept checkpoint: best validation R@1, never step 0
+    assert data["best_step"] == chosen["step"] >= 1 and data["val_best_r1"] == chosen["r1"]
+    assert data["initial_sim_scale"] == pytest.approx(1 / 0.07)  # a bare CookieModel: the loss's initial 1/tau
     # the saved weights load back and score like the model that wrote them
     _, train, _, _ = smoke
     model = load_onestream(out / "onestream.pt", train)
@@ -82,17 +84,19 @@ def test_joint_layers_are_not_the_identity_but_the_start_ranks_as_cookie(smoke):
         assert (r["i2t_r1"], r["t2i_r1"]) == (two["i2t_r1"], two["t2i_r1"]), r
 
 
-def test_calibrate_fits_the_logistic_regression_on_cookie_cosine(smoke):
-    cfg, train, _, _ = smoke
-    model = CrossEncoder(_cookie(cfg, train))
+def test_group_draws_are_distinct_allowed_pool_entries():
     gen = torch.Generator().manual_seed(0)
-    cos = torch.cat([0.6 + 0.05 * torch.randn(200, generator=gen), 0.4 + 0.05 * torch.randn(400, generator=gen)])
-    labels = torch.cat([torch.ones(200), torch.zeros(400)])
-    model.calibrate(cos, labels)
-    logit = model.log_sim_scale.exp() * cos + model.match.bias
-    acc = float(((logit > 0).float() == labels).float().mean())
-    assert acc > 0.95 and float(model.log_sim_scale.exp()) > 10  # separable at 0.5: a steep, centred logit
-    assert abs(float(-model.match.bias / model.log_sim_scale.exp()) - 0.5) < 0.05
+    pool = torch.arange(40).view(4, 10)
+    ok = torch.ones(4, 10, dtype=torch.bool)
+    ok[1, 3:] = False  # row 1: only 3 allowed slots
+    ok[2] = False  # row 2: none allowed (falls back to all)
+    ok[3, :2] = False
+    for _ in range(20):
+        g = _draw_group(pool, ok, torch.tensor([0, 1, 3, 2]), 3, gen)
+        assert g.shape == (4, 3)
+        assert len(set(g[0].tolist())) == 3 and set(g[1].tolist()) == {10, 11, 12}
+        assert all(v >= 32 for v in g[2].tolist()) and len(set(g[2].tolist())) == 3  # row 3: slots 2..9
+        assert all(20 <= v < 30 for v in g[3].tolist())
 
 
 def test_hard_negatives_are_the_most_similar_non_positives(smoke):
@@ -140,10 +144,10 @@ def test_rerank_with_k_equal_gallery_is_exhaustive(trained, smoke):
 
 
 def test_trainer_learns(smoke, tmp_path):
-    """30 steps of ITM on hard negatives lower the loss below its (calibrated) start."""
+    """30 steps of the grouped loss on hard negatives lower it below its start (COOKIE's own logits)."""
     cfg, train, val, _ = smoke
     res = train_onestream(cfg, tmp_path, seed=1, cookie=_cookie(cfg, train, 1), steps=30, train_feats=train,
                           val_feats=val, device="cpu", log_every=1)
-    first = sum(r["itm"] for r in res["history"][:5]) / 5
-    last = sum(r["itm"] for r in res["history"][-5:]) / 5
+    first = sum(r["loss"] for r in res["history"][:5]) / 5
+    last = sum(r["loss"] for r in res["history"][-5:]) / 5
     assert last < first, (first, last)

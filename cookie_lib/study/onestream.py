@@ -8,27 +8,28 @@ Model (:class:`CrossEncoder`, image-text matching as in ALBEF/BLIP)::
     score(i, j) = exp(s) <u_i, w_j> + W_m h[CLS] + b_m
 
 The towers are the trained COOKIE model of the same seed, frozen (its per-item states are computed once
-per image and per caption, as every cross-encoder's unimodal encoders are). The joint blocks attend over
+per image and per caption, as every cross-encoder's unimodal encoders are). The joint block attends over
 both modalities at once, so every (image, caption) pair needs its own pass: N x M passes for exhaustive
-retrieval. They are *not* the identity at initialisation (LayerScale 1, standard init); the match
-layer W_m starts at 0 and exp(s), b_m at the logistic fit of positives vs mined negatives on COOKIE's
-cosine (:meth:`CrossEncoder.calibrate`), so at step 0 the score ranks exactly as COOKIE, calibrated, and
-what training adds is the joint layers' correction. Adding the dual encoder's similarity to the matching
-logit is what ALBEF and BLIP do when they re-rank (``score + topk_sim`` in their retrieval code).
+retrieval. It is *not* the identity at initialisation (LayerScale 1, standard init); the match layer W_m
+starts at 0 and exp(s) at COOKIE's learned cross-modal logit scale 1/tau, so at step 0 the scores are
+COOKIE's own InfoNCE logits and what training adds is the joint block's correction. Adding the dual
+encoder's similarity to the matching logit is what ALBEF and BLIP do when they re-rank (``score +
+topk_sim`` in their retrieval code).
 
-Training (:func:`train_onestream`): each step takes B training images (one cached view each, grid flips
-included) and one of each image's captions. Hard negatives are mined once from COOKIE's similarity over
-the whole training split: for every image its ``HARD_NEGATIVE_POOL`` most similar captions of other keys,
-for every caption its most similar images of other keys; each step draws one negative caption per image
-and one negative image per caption uniformly from those pools. The 3B pairs are trained with
+Training (:func:`train_onestream`): hard negatives are mined once from COOKIE's similarity over the whole
+training split: for every image the captions of other keys at similarity ranks ``HARD_NEGATIVE_SKIP`` + 1
+.. + ``HARD_NEGATIVE_POOL``, for every caption the images likewise. Each step takes ``BATCH`` training
+images (one cached view each, grid flips included) with one of each image's captions, draws
+``GROUP_NEGATIVES`` = H negatives per image and per caption from those pools, and minimises the grouped
+softmax loss of re-rankers trained on a retriever's negatives (localized contrastive estimation):
 
-    L = mean over 3B pairs of BCE(score, label)       (B positives, label 1; 2B hard negatives, label 0)
+    L = 1/2 mean_i [ CE(s(i, c_i) vs s(i, c_i^1..H)) + CE(s(i, c_i) vs s(i_c^1..H, c_i)) ]
 
 by AdamW (:func:`cookie_lib.step.build_optimizer`, the library's decay groups) on the schedule of
-:func:`cookie_lib.step.lr_lambda`, for ``ONESTREAM_EPOCHS`` epochs of ``n_train // train.batch_size`` steps
-(or ``steps``). After every epoch the model re-ranks COOKIE's top ``VAL_K`` on a seeded subset of
-``VAL_IMAGES`` validation images; the epoch with the best mean R@1 (both directions) is the checkpoint kept.
-``out_dir/result.json`` (config, settings, history, validation curve, chosen epoch) and
+:func:`cookie_lib.step.lr_lambda` for ``STEPS`` steps (or ``steps``). Every ``VAL_EVERY`` steps the model
+re-ranks COOKIE's top ``VAL_K`` on a seeded subset of ``VAL_IMAGES`` validation images; the checkpoint
+with the best mean R@1 (both directions) is the one kept (step 0, which is COOKIE, is only the reference).
+``out_dir/result.json`` (config, settings, history, validation curve, chosen step) and
 ``out_dir/onestream.pt`` are written atomically.
 
 Evaluation (:func:`speed_accuracy_table`), R@1 both ways with the pessimistic ranks of
@@ -63,12 +64,18 @@ from ..runtime import atomic_save, atomic_write_json, atomic_write_text, manifes
 from ..step import build_optimizer, epoch_batches, lr_lambda, step_generator
 
 JOINT_DEPTH = 1           # joint blocks over [CLS; image; caption]: 2 cost 2x per training step (3 min per seed on 1 thread)
-HARD_NEGATIVE_POOL = 16   # negatives per image / caption mined from COOKIE's similarity over the training split
-ONESTREAM_EPOCHS = 3      # the towers are trained already; only the joint blocks learn (budget: ~3 min per seed)
+HARD_NEGATIVE_POOL = 32   # candidates per image / caption mined from COOKIE's similarity over the training split
+HARD_NEGATIVE_SKIP = 0    # the most similar other-key items left out of the pool (likely false negatives)
+GROUP_NEGATIVES = 3       # hard negatives drawn from the pool into each positive's group
+BATCH = 64                # positives per step: B (1 + 2 H) = 448 joint passes
+STEPS = 150               # optimiser steps (about 1.2 epochs of the default profile's 8,148 images)
+VAL_EVERY = 50            # steps between validations (the checkpoint kept is the best of them)
 VAL_IMAGES = 300          # validation images the checkpoint is chosen on (all their captions)
 VAL_K = 10                # ... by re-ranking COOKIE's top 10 both ways
-SETTINGS = dict(joint_depth=JOINT_DEPTH, hard_negative_pool=HARD_NEGATIVE_POOL, epochs=ONESTREAM_EPOCHS,
-                val_images=VAL_IMAGES, val_k=VAL_K, init="calibrated")
+SETTINGS = dict(joint_depth=JOINT_DEPTH, hard_negative_pool=HARD_NEGATIVE_POOL, hard_negative_skip=HARD_NEGATIVE_SKIP,
+                group_negatives=GROUP_NEGATIVES,
+                batch=BATCH, steps=STEPS, val_every=VAL_EVERY, val_images=VAL_IMAGES, val_k=VAL_K,
+                loss="grouped softmax (LCE)")
 TABLE_COLUMNS = ["gallery", "n_images", "n_captions", "method", "k", "i2t_r1", "t2i_r1", "seconds", "pairs_scored"]
 
 
@@ -82,7 +89,7 @@ class CrossEncoder(nn.Module):
     score(img_tokens, txt_tokens, txt_mask) -> logits [B] (pairwise, row by row)
     """
 
-    def __init__(self, cookie: CookieModel, joint_depth: int = JOINT_DEPTH):
+    def __init__(self, cookie: CookieModel, joint_depth: int = JOINT_DEPTH, sim_scale: float | None = None):
         super().__init__()
         self.cookie = copy.deepcopy(cookie).eval()
         for p in self.cookie.parameters():
@@ -97,26 +104,9 @@ class CrossEncoder(nn.Module):
         self.match = nn.Linear(d, 1)
         nn.init.zeros_(self.match.weight)
         nn.init.zeros_(self.match.bias)
-        self.log_sim_scale = nn.Parameter(torch.tensor(math.log(20.0)))  # set by calibrate() before training
-
-    @torch.no_grad()
-    def calibrate(self, cos: torch.Tensor, labels: torch.Tensor) -> None:
-        """Set exp(s) and the match bias b_m to the 1-D logistic regression of ``labels`` [P] on COOKIE's
-        cosine ``cos`` [P] (positives and mined negatives): the matching logit starts calibrated, so
-        training spends its steps on the joint layers instead of on moving a bias by ~10 at lr 1e-3."""
-        scale, bias = torch.tensor(1.0, requires_grad=True), torch.tensor(0.0, requires_grad=True)
-        opt = torch.optim.LBFGS([scale, bias], max_iter=100, line_search_fn="strong_wolfe")
-        x, y = cos.double().detach(), labels.double()
-
-        def closure():
-            opt.zero_grad()
-            with torch.enable_grad():
-                loss = F.binary_cross_entropy_with_logits(scale.double() * x * 10 + bias.double(), y)
-                loss.backward()
-            return loss
-        opt.step(closure)
-        self.log_sim_scale.fill_(math.log(max(float(scale) * 10, 1e-3)))
-        self.match.bias.fill_(float(bias))
+        # COOKIE's own cross-modal logit scale 1/tau: at step 0 the scores are COOKIE's InfoNCE logits
+        scale = sim_scale if sim_scale is not None else 1.0 / 0.07
+        self.log_sim_scale = nn.Parameter(torch.tensor(math.log(scale)))
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -227,31 +217,25 @@ class Positives:
 
 
 @torch.no_grad()
-def mine_hard_negatives(img_emb: torch.Tensor, txt_emb: torch.Tensor, pos: Positives, k: int,
+def mine_hard_negatives(img_emb: torch.Tensor, txt_emb: torch.Tensor, pos: Positives, k: int, skip: int = 0,
                         chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The k most similar non-positives both ways: img_emb [N, d], txt_emb [M, d] (the gallery of ``pos``).
+    """The non-positives of similarity rank skip+1 .. skip+k both ways: img_emb [N, d], txt_emb [M, d]
+    (the gallery of ``pos``).
 
     Returns (captions [N, k], caption_ok [N, k], images [M, k], image_ok [M, k]) as gallery positions;
-    ``*_ok`` is False where a row has fewer than k negatives (those slots are never drawn)."""
+    ``*_ok`` is False where a row has fewer negatives (those slots are never drawn)."""
     def side(q, g, block):
         idx, ok = [], []
-        kk = min(k, g.shape[0])
+        kk = min(k + skip, g.shape[0])
         for s in range(0, q.shape[0], chunk):
             rows = range(s, min(s + chunk, q.shape[0]))
             sim = (q[s:s + chunk] @ g.T).masked_fill(block(rows), float("-inf"))
             val, ind = sim.topk(kk, dim=1)
-            idx.append(ind), ok.append(torch.isfinite(val))
+            idx.append(ind[:, skip:]), ok.append(torch.isfinite(val[:, skip:]))
         return torch.cat(idx), torch.cat(ok)
     caps, caps_ok = side(img_emb, txt_emb, pos.rows_of_images)
     imgs, imgs_ok = side(txt_emb, img_emb, pos.rows_of_captions)
     return caps, caps_ok, imgs, imgs_ok
-
-
-def _draw(pool: torch.Tensor, ok: torch.Tensor, rows: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """One entry per row of ``pool[rows]``, uniform over its allowed slots (a row without any: slot 0)."""
-    w = ok[rows].float()
-    w[w.sum(1) == 0, 0] = 1.0
-    return pool[rows].gather(1, torch.multinomial(w, 1, generator=gen)).squeeze(1)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -328,21 +312,25 @@ def _val_images(n: int, seed: int) -> list[int]:
     return sorted(torch.randperm(n, generator=gen)[:min(VAL_IMAGES, n)].tolist())
 
 
-def _load_cookie(cookie: CookieModel | str | Path) -> CookieModel:
+def _load_cookie(cookie: CookieModel | str | Path) -> tuple[CookieModel, float | None]:
+    """(model, its learned cross-modal logit scale 1/tau, or None when unknown) of a model or a run folder."""
     if isinstance(cookie, CookieModel):
-        return cookie.eval()
+        return cookie.eval(), None
     from ..evaluate import load_run
-    return load_run(cookie).model.eval()
+    run = load_run(cookie)
+    state = torch.load(run.checkpoint, map_location="cpu", weights_only=False)["step_module"]
+    log_scale = state.get("loss.log_scale.cross_modal")
+    return run.model.eval(), None if log_scale is None else float(log_scale.exp())
 
 
 def train_onestream(cfg: Config, out_dir: str | Path, seed: int = 0, *, cookie: CookieModel | str | Path,
                     steps: int | None = None, train_feats: SplitFeatures | None = None,
                     val_feats: SplitFeatures | None = None, device: str | None = None, log_every: int = 10) -> dict:
     """Train the cross-encoder on the config's training split (see the module docstring) on top of
-    ``cookie`` (a trained CookieModel, or the run folder of one: the COOKIE run of the same seed), choose
-    the epoch on the validation split, and write ``out_dir/result.json`` and ``out_dir/onestream.pt``.
-    ``steps`` None = ``ONESTREAM_EPOCHS`` epochs. Returns the result dict: {"kind", "seed", "config",
-    "settings", "steps", "history", "val", "best_epoch", "train_seconds", "final"}."""
+    ``cookie`` (a trained CookieModel, or the run folder of one: the COOKIE run of the same seed), keep the
+    validation-best checkpoint, and write ``out_dir/result.json`` and ``out_dir/onestream.pt``.
+    ``steps`` None = ``STEPS``. Returns the result dict: {"kind", "seed", "config", "settings", "steps",
+    "history", "val", "best_step", "val_cookie_r1", "val_best_r1", "train_seconds", "final"}."""
     from ..train import load_corpus
 
     out = Path(out_dir)
@@ -356,40 +344,41 @@ def train_onestream(cfg: Config, out_dir: str | Path, seed: int = 0, *, cookie: 
                                                     progress=False)
         val_feats = val_feats or split_features(cfg, corpus.split("val"), "val", 1, dataset, progress=False)
     n = len(train_feats.records)
-    per_epoch = len(epoch_batches(n, seed, 0, t.batch_size))
-    total = steps if steps is not None else per_epoch * ONESTREAM_EPOCHS
+    batch = min(BATCH, n)
+    per_epoch = len(epoch_batches(n, seed, 0, batch))
+    total = steps if steps is not None else STEPS
     if total < 1:
         raise ValueError(f"train_onestream: steps must be >= 1, got {total}")
     seed_everything(seed)
     t0 = time.perf_counter()
-    model = CrossEncoder(_load_cookie(cookie)).to(dev)
+    towers, scale = _load_cookie(cookie)
+    model = CrossEncoder(towers, sim_scale=scale).to(dev)
+    init_scale = float(model.log_sim_scale.detach().exp())
     # hard-negative pools from COOKIE's similarity over the whole training split (view 0, every caption)
     all_caps = torch.arange(len(train_feats.texts))
     enc = encode_split(model, train_feats, range(n), all_caps, dev)
     pools = mine_hard_negatives(enc["u"].cpu(), enc["w"].cpu(), Positives(train_feats, range(n), all_caps),
-                                HARD_NEGATIVE_POOL)
+                                HARD_NEGATIVE_POOL, HARD_NEGATIVE_SKIP)
     del enc
     images = ImageTokens(train_feats, None, cfg.model.image_size, dev, grid_flip=t.grid_flip)
-    cal = [_itm_pairs(model, train_feats, images, pools, idx, step_generator(seed, -1, s), dev)
-           for s, idx in enumerate(epoch_batches(n, seed, -1, t.batch_size)[:8])]
-    model.calibrate(torch.cat([c[0] for c in cal]), torch.cat([c[1] for c in cal]))
     val = Gallery(model, val_feats, _val_images(len(val_feats.records), seed), dev)
-    r_i2t, r_t2i, _ = val.rerank_r1(VAL_K)  # at step 0 the cross-encoder ranks as COOKIE
-    val_curve = [{"epoch": 0, "step": 0, "i2t_r1": r_i2t, "t2i_r1": r_t2i, "r1": (r_i2t + r_t2i) / 2}]
-    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    def validate(step):
+        r_i2t, r_t2i, _ = val.rerank_r1(VAL_K)
+        return {"step": step, "i2t_r1": r_i2t, "t2i_r1": r_t2i, "r1": (r_i2t + r_t2i) / 2}
+    val_curve = [validate(0)]  # at step 0 the cross-encoder ranks as COOKIE: the reference, never kept
     opt = build_optimizer([model], [], t)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(min(t.warmup_steps, total), total, t.min_lr_ratio))
     history, best, step = [], None, 0
     while step < total:
         epoch = step // per_epoch
-        model.train()
-        for s, idx in enumerate(epoch_batches(n, seed, epoch, t.batch_size)):
+        for s, idx in enumerate(epoch_batches(n, seed, epoch, batch)):
             if step >= total:
                 break
-            gen = step_generator(seed, epoch, s)
-            loss, rec = _itm_step(model, train_feats, images, pools, idx, gen, dev)
+            model.train()
+            loss, rec = _group_step(model, train_feats, images, pools, idx, step_generator(seed, epoch, s), dev)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"train_onestream: non-finite ITM loss at step {step} ({out})")
+                raise FloatingPointError(f"train_onestream: non-finite loss at step {step} ({out})")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -397,76 +386,87 @@ def train_onestream(cfg: Config, out_dir: str | Path, seed: int = 0, *, cookie: 
             if step % log_every == 0 or step == total - 1:
                 history.append({"step": step, **rec, "lr": sched.get_last_lr()[0]})
             step += 1
-        if step % per_epoch == 0 or step >= total:  # end of an epoch (or of the run): validate
-            r_i2t, r_t2i, _ = val.rerank_r1(VAL_K)
-            val_curve.append({"epoch": epoch + 1, "step": step, "i2t_r1": r_i2t, "t2i_r1": r_t2i,
-                              "r1": (r_i2t + r_t2i) / 2})
-            if best is None or val_curve[-1]["r1"] > best[0]["r1"]:  # step 0 (= COOKIE) is never chosen
-                best = (val_curve[-1], copy.deepcopy(model.state_dict()))
+            if step % VAL_EVERY == 0 or step == total:
+                val_curve.append(validate(step))
+                if best is None or val_curve[-1]["r1"] > best[0]["r1"]:
+                    best = (val_curve[-1], copy.deepcopy(model.state_dict()))
     secs = time.perf_counter() - t0
     model.load_state_dict(best[1])
     atomic_save({"model": model.state_dict(), "config": cfg.to_dict(), "seed": seed, "settings": SETTINGS},
                 out / "onestream.pt")
-    result = manifest(cfg.to_dict(), kind="onestream_itm", variant="onestream", seed=seed, settings=SETTINGS,
-                      steps=total, batch_size=t.batch_size, history=history, val=val_curve,
-                      best_epoch=best[0]["epoch"], val_cookie_r1=val_curve[0]["r1"], val_best_r1=best[0]["r1"],
-                      train_seconds=secs, final=history[-1], trainable_parameters=sum(p.numel() for p in trainable))
+    result = manifest(cfg.to_dict(), kind="onestream", variant="onestream", seed=seed, settings=SETTINGS,
+                      steps=total, batch_size=batch, history=history, val=val_curve, best_step=best[0]["step"],
+                      val_cookie_r1=val_curve[0]["r1"], val_best_r1=best[0]["r1"], train_seconds=secs,
+                      final=history[-1], initial_sim_scale=init_scale,
+                      trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad))
     atomic_write_json(result, out / "result.json")
     return result
 
 
-def _itm_pairs(model: CrossEncoder, feats: SplitFeatures, images: ImageTokens, pools, idx: torch.Tensor,
-               gen: torch.Generator, dev) -> tuple[torch.Tensor, torch.Tensor]:
-    """COOKIE's cosine [3B] and labels [3B] of one batch's pairs (see :func:`_itm_step`), for calibration."""
-    with torch.no_grad():
-        _, _, batch = _itm_batch(model, feats, images, pools, idx, gen, dev)
-    u, w, labels = batch[1], batch[3], batch[5]
-    return (u * w).sum(-1).cpu(), labels.cpu()
+def _draw_group(pool: torch.Tensor, ok: torch.Tensor, rows: torch.Tensor, h: int, gen: torch.Generator
+                ) -> torch.Tensor:
+    """``h`` distinct entries per row of ``pool[rows]`` [B, K], uniform over its allowed slots -> [B, h]
+    (with replacement for a row with fewer than h allowed slots; a row with none draws from all K)."""
+    w = ok[rows].float()
+    w[w.sum(1) == 0] = 1.0
+    short = w.sum(1) < h
+    pick = torch.empty(len(rows), h, dtype=torch.long)
+    if (~short).any():
+        pick[~short] = torch.multinomial(w[~short], h, replacement=False, generator=gen)
+    if short.any():
+        pick[short] = torch.multinomial(w[short], h, replacement=True, generator=gen)
+    return pool[rows].gather(1, pick)
 
 
-def _itm_step(model: CrossEncoder, feats: SplitFeatures, images: ImageTokens, pools, idx: torch.Tensor,
-              gen: torch.Generator, dev) -> tuple[torch.Tensor, dict]:
-    """ITM loss of B positives (idx [B]: one view and one caption each) and 2B drawn hard negatives."""
-    _, _, (v, u, t, w, mask, labels) = _itm_batch(model, feats, images, pools, idx, gen, dev)
-    logits = model.score_states(v, u, t, w, mask)
-    loss = F.binary_cross_entropy_with_logits(logits.float(), labels)
-    acc = ((logits > 0).float() == labels).float().mean()
-    return loss, {"itm": float(loss.detach()), "itm_acc": 100.0 * float(acc),
+def _group_step(model: CrossEncoder, feats: SplitFeatures, images: ImageTokens, pools, idx: torch.Tensor,
+                gen: torch.Generator, dev) -> tuple[torch.Tensor, dict]:
+    """Grouped softmax loss of one step (localized contrastive estimation, as re-rankers trained on a
+    retriever's negatives are). idx [B] images, one view and one caption c_i each; H = GROUP_NEGATIVES:
+
+        L = 1/2 [ CE(s(i, c_i), s(i, c_i^1..H)) + CE(s(i, c_i), s(i_c^1..H, c_i)) ]   (mean over i)
+
+    with c_i^h drawn from image i's pool of COOKIE-nearest other-key captions and i_c^h from caption c_i's
+    pool of nearest other-key images; B (1 + 2H) joint passes (the positive is scored once)."""
+    caps, caps_ok, imgs, imgs_ok = pools
+    b, h = len(idx), GROUP_NEGATIVES
+    c1 = torch.tensor([ids[int(torch.randint(len(ids), (1,), generator=gen))] for ids in
+                       (feats.caption_ids[i] for i in idx.tolist())])
+    neg_cap = _draw_group(caps, caps_ok, idx, h, gen)  # [B, H] caption rows
+    neg_img = _draw_group(imgs, imgs_ok, c1, h, gen)  # [B, H] image rows
+    img_rows = torch.cat([idx, neg_img.reshape(-1)])
+    views = torch.randint(0, images.num_views, (len(img_rows),), generator=gen)
+    cap_rows = torch.cat([c1, neg_cap.reshape(-1)])
+    with torch.no_grad():  # the towers are frozen
+        v, u = model.encode_images(images.tokens(views, img_rows))
+        mask = feats.text_mask[cap_rows]
+        width = int(mask.sum(1).max())
+        mask = mask[:, :width].to(dev)
+        tt, w = model.encode_texts(feats.text_tokens[cap_rows, :width].float().to(dev), mask)
+    ar = torch.arange(b)
+    hard_c = b + ar[:, None] * h + torch.arange(h)  # [B, H] rows of tt / of v for the negatives
+    vi = torch.cat([ar, ar.repeat_interleave(h), hard_c.reshape(-1)])  # positives, (i, c^h), (i^h, c_i)
+    ti = torch.cat([ar, hard_c.reshape(-1), ar.repeat_interleave(h)])
+    logits = model.score_states(v[vi], u[vi], tt[ti], w[ti], mask[ti]).float()
+    pos, i2t, t2i = logits[:b, None], logits[b:b + b * h].view(b, h), logits[b + b * h:].view(b, h)
+    target = torch.zeros(b, dtype=torch.long, device=logits.device)
+    loss_i2t = F.cross_entropy(torch.cat([pos, i2t], 1), target)
+    loss_t2i = F.cross_entropy(torch.cat([pos, t2i], 1), target)
+    loss = (loss_i2t + loss_t2i) / 2
+    acc = ((pos > i2t.amax(1, keepdim=True)).float().mean() + (pos > t2i.amax(1, keepdim=True)).float().mean()) / 2
+    return loss, {"loss": float(loss.detach()), "group_acc": 100.0 * float(acc),
                   "sim_scale": float(model.log_sim_scale.detach().exp())}
 
 
-def _itm_batch(model: CrossEncoder, feats: SplitFeatures, images: ImageTokens, pools, idx: torch.Tensor,
-               gen: torch.Generator, dev):
-    """The 3B pairs of one step: tower states (v, u, t, w, mask) per pair and labels [3B] (1 = positive)."""
-    caps, caps_ok, imgs, imgs_ok = pools
-    b = len(idx)
-    views = torch.randint(0, images.num_views, (2 * b,), generator=gen)
-    c1 = torch.tensor([ids[int(torch.randint(len(ids), (1,), generator=gen))] for ids in
-                       (feats.caption_ids[i] for i in idx.tolist())])
-    neg_cap = _draw(caps, caps_ok, idx, gen)  # [B] caption rows
-    neg_img = _draw(imgs, imgs_ok, c1, gen)  # [B] image rows
-    with torch.no_grad():  # the towers are frozen
-        v, u = model.encode_images(images.tokens(views, torch.cat([idx, neg_img])))
-        rows = torch.cat([c1, neg_cap])
-        mask = feats.text_mask[rows]
-        width = int(mask.sum(1).max())
-        mask = mask[:, :width].to(dev)
-        tt, w = model.encode_texts(feats.text_tokens[rows, :width].float().to(dev), mask)
-    pos, negc = torch.arange(b), torch.arange(b, 2 * b)  # image rows of v / caption rows of tt
-    vi = torch.cat([pos, pos, negc])  # (image, caption), (image, hard caption), (hard image, caption)
-    ti = torch.cat([pos, negc, pos])
-    labels = torch.cat([torch.ones(b), torch.zeros(2 * b)]).to(dev)
-    return vi, ti, (v[vi], u[vi], tt[ti], w[ti], mask[ti], labels)
-
-
-def load_onestream(path: str | Path, feats: SplitFeatures) -> CrossEncoder:
-    """The CrossEncoder saved by :func:`train_onestream` (``onestream.pt``), in eval mode; ``feats`` gives
-    the cached token widths."""
+def load_onestream(path: str | Path, feats: SplitFeatures | None = None, widths: tuple[int, int, int] | None = None
+                   ) -> CrossEncoder:
+    """The CrossEncoder saved by :func:`train_onestream` (``onestream.pt``), in eval mode. The token widths
+    (C_v, C_t, T_v) come from ``feats`` (cached tokens) or ``widths``."""
     blob = torch.load(Path(path), map_location="cpu", weights_only=False)
     cfg = config_from_dict(blob["config"])
-    cookie = CookieModel(cfg.model, feats.image_tokens.shape[-1], feats.text_tokens.shape[-1],
-                         feats.image_tokens.shape[-2])
-    model = CrossEncoder(cookie, blob.get("settings", SETTINGS)["joint_depth"])
+    if widths is None:
+        widths = (feats.image_tokens.shape[-1], feats.text_tokens.shape[-1], feats.image_tokens.shape[-2])
+    cookie = CookieModel(cfg.model, *widths)
+    model = CrossEncoder(cookie, blob.get("settings", SETTINGS)["joint_depth"], 1.0)  # scale: from the state dict
     model.load_state_dict(blob["model"])
     return model.eval()
 
@@ -577,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
         a.add_argument("--out", required=True)
         a.add_argument("--seed", type=int, default=0)
     tr.add_argument("--cookie", required=True, help="the trained COOKIE run folder of the same seed")
-    tr.add_argument("--steps", type=int, default=None, help=f"default: {ONESTREAM_EPOCHS} epochs")
+    tr.add_argument("--steps", type=int, default=None, help=f"default: {STEPS}")
     tb.add_argument("--onestream", required=True, help="onestream.pt from the train command")
     tb.add_argument("--n-exhaustive", type=int, default=100)
     a = p.parse_args(argv)
@@ -586,8 +586,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(a.profile, overrides)
     if a.cmd == "train":
         res = train_onestream(cfg, a.out, a.seed, cookie=a.cookie, steps=a.steps)
-        print(f"one-stream ITM: {res['steps']} steps in {res['train_seconds']:.1f} s; val R@1 (re-rank top {VAL_K}) "
-              f"COOKIE {res['val_cookie_r1']:.2f} -> {res['val_best_r1']:.2f} (epoch {res['best_epoch']})")
+        print(f"cross-encoder: {res['steps']} steps in {res['train_seconds']:.1f} s; val R@1 (re-rank top {VAL_K}) "
+              f"COOKIE {res['val_cookie_r1']:.2f} -> {res['val_best_r1']:.2f} (step {res['best_step']})")
         return 0
     from ..train import load_corpus
     corpus = load_corpus(cfg)
