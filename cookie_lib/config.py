@@ -42,6 +42,10 @@ class ModelConfig:
     visual_layer: Any = "all"  # torchvision feature blocks kept: "all" (stride 32) or k; mobilenet_v2 k=14 = stride 16, 96 channels (4x4 grid at 64 px)
     freeze_visual: Any = "all"  # "all" (cacheable), "none", or k = last k blocks trainable
     freeze_text: Any = "all"
+    # cached-prefix partial fine-tuning (cookie_lib.prefix): the last k CNN blocks / text layers train on a
+    # cached frozen prefix at train.encoder_lr; 0 = frozen (left out of to_dict when 0: old configs unchanged)
+    finetune_visual_blocks: int = 0
+    finetune_text_layers: int = 0
 
 
 @dataclass
@@ -93,7 +97,18 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The config as nested dicts; keys in ``OMIT_IF_DEFAULT`` are left out while at their default, so
+        the serialised config (and what a stored run or checkpoint is compared with) of a run that does not
+        use them is exactly what it was before they existed."""
+        out = dataclasses.asdict(self)
+        for section, key in OMIT_IF_DEFAULT:
+            if out[section][key] == getattr(type(getattr(self, section))(), key):
+                del out[section][key]
+        return out
+
+
+# (section, key) of options added after runs were stored: omitted from to_dict() at their default
+OMIT_IF_DEFAULT = (("model", "finetune_visual_blocks"), ("model", "finetune_text_layers"))
 
 
 def _check_type(key: str, value: Any, annotation: Any) -> Any:
@@ -154,6 +169,20 @@ def validate(cfg: Config) -> Config:
         ("model.freeze_visual", _freeze_ok(m.freeze_visual), f"one of {list(FREEZE_CHOICES)} or an int >= 0"),
         ("model.freeze_text", _freeze_ok(m.freeze_text), f"one of {list(FREEZE_CHOICES)} or an int >= 0"),
         ("model.layer_scale_init", m.layer_scale_init >= 0.0, ">= 0 (0 = nested depths)"),
+        ("model.finetune_visual_blocks", m.finetune_visual_blocks >= 0,
+         "an int >= 0 (the last k CNN blocks trained on the cached prefix; 0 = frozen)"),
+        ("model.finetune_text_layers", m.finetune_text_layers >= 0,
+         "an int >= 0 (the last k text layers trained on the cached prefix; 0 = frozen)"),
+        ("model.finetune_visual_blocks", not m.finetune_visual_blocks or m.freeze_visual == "all",
+         f"0 when model.freeze_visual={m.freeze_visual!r} (the cached prefix needs a frozen encoder; "
+         "freeze_visual trains blocks live instead)"),
+        ("model.finetune_text_layers", not m.finetune_text_layers or m.freeze_text == "all",
+         f"0 when model.freeze_text={m.freeze_text!r} (the cached prefix needs a frozen encoder; "
+         "freeze_text trains layers live instead)"),
+        ("model.finetune_visual_blocks", not m.finetune_visual_blocks or m.visual_layer == "all"
+         or m.finetune_visual_blocks < m.visual_layer, f"< model.visual_layer={m.visual_layer!r} (a frozen block must remain)"),
+        ("model.finetune_text_layers", m.finetune_text_layers <= 6 or m.text_model != "auto",
+         "<= 6 (all-MiniLM-L6-v2 has 6 layers)"),
         ("model.visual_layer", m.visual_layer == "all" or (isinstance(m.visual_layer, int)
                                                            and not isinstance(m.visual_layer, bool) and m.visual_layer >= 1),
          "'all' or an int >= 1 (number of torchvision feature blocks kept)"),

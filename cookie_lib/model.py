@@ -158,7 +158,7 @@ class TextEncoder(nn.Module):
     Frozen layers (and the embeddings unless ``freeze="none"``) stay in eval mode in ``train()``.
     """
 
-    def __init__(self, model_dir: str = "auto", freeze="all", max_len: int = 32):
+    def __init__(self, model_dir: str = "auto", freeze="all", max_len: int = 32, num_layers: int | None = None):
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
 
@@ -170,6 +170,13 @@ class TextEncoder(nn.Module):
         self.bert = AutoModel.from_pretrained(path, dtype=torch.float32)  # train in fp32 whatever the file holds
         self.max_len = max_len
         self.out_dim = self.bert.config.hidden_size
+        if num_layers is not None:
+            # the frozen prefix of a cached-prefix fine-tuning run: only the first ``num_layers`` layers,
+            # so the token states are those the trainable tail (:class:`TextTail`) reads
+            total = len(self.bert.encoder.layer)
+            if not 0 <= num_layers <= total:
+                raise ValueError(f"TextEncoder: num_layers={num_layers} is outside [0, {total}] for {path}")
+            self.bert.encoder.layer = self.bert.encoder.layer[:num_layers]
         layers = list(self.bert.encoder.layer)
         self.bert.requires_grad_(False)  # the pooler is unused (token states only): never trainable, or DDP fails
         self.bert.embeddings.requires_grad_(freeze == "none")
@@ -189,6 +196,117 @@ class TextEncoder(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.bert(input_ids=input_ids, attention_mask=attention_mask)
         return out.last_hidden_state, attention_mask.bool()
+
+
+# ----------------------------------------------------------------------------- trainable encoder tails
+class VisualTail(nn.Module):
+    """The last k feature blocks of the CNN, trained on top of the cached frozen prefix's grid tokens.
+
+        forward(tokens [B, h*w, C_in]) -> [B, h'*w', C_out]:  reshape to [B, C_in, h, w] (h = w),
+        run the blocks, flatten back to tokens (as :class:`VisualEncoder` does).
+
+    BatchNorm: every BatchNorm of the tail stays in eval mode whatever ``train()`` says, normalising with
+    the stored ImageNet running statistics, which are never updated; its affine weight and bias train.
+    Why: at init the tail then computes exactly the frozen encoder's function (the fine-tuned arm starts at
+    the frozen arm's initialisation, and the cached prefix + tail reproduces the full encoder), and a
+    training batch of 128 images x 16 positions of one 4 x 4 map is a poor, view-dependent estimate of
+    the statistics that evaluation would then have to use.
+    """
+
+    def __init__(self, blocks: list[nn.Module]):
+        super().__init__()
+        self.blocks = nn.Sequential(*blocks)
+        self.blocks.requires_grad_(True)
+        self.out_dim = _out_channels(self.blocks)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for m in self.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.train(False)
+        return self
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        b, t, c = tokens.shape
+        side = int(round(t ** 0.5))
+        if side * side != t:
+            raise ValueError(f"VisualTail needs a square token grid, got T = {t} tokens")
+        fmap = tokens.transpose(1, 2).reshape(b, c, side, side)
+        return self.blocks(fmap).flatten(2).transpose(1, 2)
+
+
+def _out_channels(blocks: nn.Module) -> int:
+    """Output channels of a stack of conv blocks: those of its last Conv2d or BatchNorm."""
+    last = [m for m in blocks.modules() if isinstance(m, (nn.Conv2d, nn.modules.batchnorm._BatchNorm))]
+    if not last:
+        raise ValueError("VisualTail: the blocks contain no convolution")
+    return last[-1].num_features if isinstance(last[-1], nn.modules.batchnorm._BatchNorm) else last[-1].out_channels
+
+
+class TextTail(nn.Module):
+    """The last k transformer layers of the text encoder, trained on the cached prefix's token states.
+
+        forward(states [B, T, C_t], mask [B, T] bool) -> (states [B, T, C_t], mask)
+
+    The mask is turned into BERT's bidirectional attention mask exactly as ``BertModel`` does for its
+    layers, so prefix + tail = the whole encoder. Dropout inside the layers is active in train mode, as in
+    ordinary BERT fine-tuning.
+    """
+
+    def __init__(self, layers: list[nn.Module], bert_config):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.layers.requires_grad_(True)
+        self.bert_config = bert_config
+        self.out_dim = bert_config.hidden_size
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from transformers.masking_utils import create_bidirectional_mask
+
+        attn = create_bidirectional_mask(config=self.bert_config, inputs_embeds=states, attention_mask=mask.long())
+        for layer in self.layers:
+            states = layer(states, attn)
+        return states, mask
+
+
+def encoder_tails(m: ModelConfig) -> tuple[VisualTail | None, TextTail | None]:
+    """The trainable tails of a cached-prefix fine-tuning config, initialised from the pretrained encoders.
+
+    ``m.finetune_visual_blocks`` = k_v: the last k_v of the ``visual_layer`` blocks kept; ``m.finetune_text_layers``
+    = k_t: the last k_t transformer layers. 0 gives None (that encoder stays wholly frozen and cached).
+    Raises ValueError when k exceeds the blocks or layers there are.
+    """
+    visual = text = None
+    if m.finetune_visual_blocks:
+        full = VisualEncoder(m.visual_backbone, m.visual_weights, "all", m.visual_layer)
+        k = m.finetune_visual_blocks
+        if k > len(full.blocks):
+            raise ValueError(f"model.finetune_visual_blocks={k}: {m.visual_backbone} with visual_layer="
+                             f"{m.visual_layer!r} has only {len(full.blocks)} blocks")
+        visual = VisualTail(full.blocks[len(full.blocks) - k:])
+    if m.finetune_text_layers:
+        full = TextEncoder(m.text_model, "all", m.max_text_len)
+        layers = list(full.bert.encoder.layer)
+        k = m.finetune_text_layers
+        if k > len(layers):
+            raise ValueError(f"model.finetune_text_layers={k}: the text model has only {len(layers)} layers")
+        text = TextTail(layers[len(layers) - k:], full.bert.config)
+    return visual, text
+
+
+def prefix_encoders(m: ModelConfig) -> tuple[VisualEncoder, TextEncoder]:
+    """The frozen prefixes whose outputs a cached-prefix fine-tuning run caches: the first
+    (kept blocks - ``finetune_visual_blocks``) CNN blocks and the first (layers - ``finetune_text_layers``)
+    text layers (see :func:`cookie_lib.prefix.prefix_config` for the matching cache config)."""
+    from .prefix import prefix_visual_layer
+
+    text = TextEncoder(m.text_model, "all", m.max_text_len)
+    n_text = len(text.bert.encoder.layer) - m.finetune_text_layers
+    if n_text < 0:
+        raise ValueError(f"model.finetune_text_layers={m.finetune_text_layers}: the text model has only "
+                         f"{len(text.bert.encoder.layer)} layers")
+    text = TextEncoder(m.text_model, "all", m.max_text_len, num_layers=n_text) if m.finetune_text_layers else text
+    return VisualEncoder(m.visual_backbone, m.visual_weights, "all", prefix_visual_layer(m)), text
 
 
 # ----------------------------------------------------------------------------- the head
@@ -300,9 +418,16 @@ class CookieModel(nn.Module):
         visual_tokens: T_v, the number of grid tokens (for the visual position embedding).
     """
 
-    def __init__(self, cfg: ModelConfig, visual_dim: int, text_dim: int, visual_tokens: int):
+    def __init__(self, cfg: ModelConfig, visual_dim: int, text_dim: int, visual_tokens: int,
+                 visual_tail: VisualTail | None = None, text_tail: TextTail | None = None):
         super().__init__()
         self.cfg = cfg
+        if visual_tail is not None:  # registered only when given: a frozen model's state dict is unchanged
+            self.visual_tail = visual_tail
+            visual_dim = visual_tail.out_dim
+        if text_tail is not None:
+            self.text_tail = text_tail
+            text_dim = text_tail.out_dim
         self.visual_proj = nn.Linear(visual_dim, cfg.dim)
         self.text_proj = nn.Linear(text_dim, cfg.dim)
         # The CNN grid has no position information of its own; the BERT states already do.
@@ -326,12 +451,22 @@ class CookieModel(nn.Module):
         return F.normalize(masked_mean(x, mask), dim=-1)
 
     def embed_image(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens [B, T_v, C_v] -> [B, d], unit norm."""
+        """tokens [B, T_v, C_v] -> [B, d], unit norm. With a visual tail the tokens are the cached prefix's
+        and pass through the tail first."""
+        if hasattr(self, "visual_tail"):
+            tokens = self.visual_tail(tokens)
         return self._head(self.visual_proj(tokens) + self.visual_pos, None, "visual")
 
     def embed_text(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """tokens [B, T, C_t], mask [B, T] (True = real token) -> [B, d], unit norm."""
+        """tokens [B, T, C_t], mask [B, T] (True = real token) -> [B, d], unit norm (through the text tail
+        first when there is one)."""
+        if hasattr(self, "text_tail"):
+            tokens, mask = self.text_tail(tokens, mask)
         return self._head(self.text_proj(tokens), mask, "text")
+
+    def encoder_tails(self) -> list[nn.Module]:
+        """The trainable encoder tails this model holds (trained at ``train.encoder_lr``)."""
+        return [m for m in (getattr(self, "visual_tail", None), getattr(self, "text_tail", None)) if m is not None]
 
     def head_parameters(self) -> list[nn.Parameter]:
         """Parameters of the transformer head(s) only (not the projections), each once; the modality

@@ -127,7 +127,9 @@ def param_groups(head: Iterable[nn.Module], encoders: Iterable[nn.Module | None]
     """AdamW parameter groups (only parameters with ``requires_grad``, each listed once).
 
     * head (the COOKIE model and the loss's temperatures) at ``train_cfg.lr``;
-    * encoders being fine-tuned (``None`` entries are skipped) at ``train_cfg.encoder_lr``;
+    * encoders being fine-tuned (``None`` entries are skipped) at ``train_cfg.encoder_lr``, also when
+      they are submodules of a head module (the cached-prefix tails inside the COOKIE model): a parameter
+      of an ``encoders`` module is never put in a head group;
 
     each split into a group with ``weight_decay = train_cfg.weight_decay`` (matrices: linear, attention,
     convolution weights, token embeddings) and one with ``weight_decay = 0`` (see :func:`_no_decay`), as in
@@ -136,6 +138,8 @@ def param_groups(head: Iterable[nn.Module], encoders: Iterable[nn.Module | None]
     temperature toward 1. Empty groups are dropped. Each group carries a ``name`` for logging.
     """
     groups: list[dict] = []
+    encoders = list(encoders)
+    encoder_ids = {id(p) for m in encoders if m is not None for p in m.parameters()}
     seen: set[int] = set()
     for label, modules, lr in (("head", head, train_cfg.lr), ("encoder", encoders, train_cfg.encoder_lr)):
         decay, no_decay = [], []
@@ -143,7 +147,7 @@ def param_groups(head: Iterable[nn.Module], encoders: Iterable[nn.Module | None]
             if module is None:
                 continue
             for name, p in module.named_parameters():
-                if not p.requires_grad or id(p) in seen:
+                if not p.requires_grad or id(p) in seen or (label == "head" and id(p) in encoder_ids):
                     continue
                 seen.add(id(p))
                 (no_decay if _no_decay(name, p) else decay).append(p)

@@ -36,7 +36,8 @@ from .data import KarpathyCorpus, load_karpathy, validate_karpathy
 from .evaluate import evaluate_split
 from .features import ImageTokens, SplitFeatures, TextTokens, split_features
 from .losses import CookieLoss
-from .model import CookieModel, build_encoders, visual_tokens_for
+from .model import CookieModel, build_encoders, encoder_tails, prefix_encoders, visual_tokens_for
+from .prefix import finetuning, prefix_config
 from .runtime import (CheckpointError, RunLock, atomic_save, atomic_write_json, cli, init_distributed,
                       is_main_process, manifest, pick_device, seed_everything)
 from .step import (CookieStep, NonFiniteLossError, build_optimizer, epoch_batches, lr_lambda, step_generator,
@@ -98,9 +99,14 @@ class Trainer:
         live_v, live_t = cfg.model.freeze_visual != "all", cfg.model.freeze_text != "all"
         if encoders is None and (live_v or live_t):
             encoders = build_encoders(cfg)
-        self.train_feats = split_features(cfg, self.corpus.split("train"), "train",
+        # cached-prefix fine-tuning (cookie_lib.prefix): the caches hold the frozen prefixes' outputs and the
+        # tails, built before the head's seeded initialisation, train inside the model at train.encoder_lr
+        feats_cfg, tails = cfg, (None, None)
+        if finetuning(cfg):
+            feats_cfg, encoders, tails = prefix_config(cfg), encoders or prefix_encoders(cfg.model), encoder_tails(cfg.model)
+        self.train_feats = split_features(feats_cfg, self.corpus.split("train"), "train",
                                           t.num_views if not live_v else 1, dataset, encoders, progress=progress)
-        self.val_feats = split_features(cfg, self.corpus.split("val"), "val", 1, dataset, encoders,
+        self.val_feats = split_features(feats_cfg, self.corpus.split("val"), "val", 1, dataset, encoders,
                                         progress=progress)
         visual = encoders[0].to(self.device) if live_v else None
         text = encoders[1].to(self.device) if live_t else None
@@ -108,7 +114,7 @@ class Trainer:
         c_t = self.train_feats.text_tokens.shape[-1]
         seed_everything(t.seed)  # the head's initialisation does not depend on what the cache step drew
         self.model = CookieModel(cfg.model, c_v, c_t, visual_tokens_for(cfg.model.image_size, cfg.model.visual_layer,
-                                                                          cfg.model.visual_backbone))
+                                                                          cfg.model.visual_backbone), *tails)
         self.loss = CookieLoss(cfg.loss)
         self.images = ImageTokens(self.train_feats, visual, cfg.model.image_size, self.device,
                                   grid_flip=t.grid_flip)
@@ -116,7 +122,7 @@ class Trainer:
         self.step_module = CookieStep(self.model, self.loss, self.images, self.texts).to(self.device)
         self.ddp = DistributedDataParallel(self.step_module) if self.world > 1 else None
         # 1-D parameters and the log temperatures are not decayed (cookie_lib.step.param_groups)
-        self.optimizer = build_optimizer([self.model, self.loss], [visual, text], t)
+        self.optimizer = build_optimizer([self.model, self.loss], [visual, text, *self.model.encoder_tails()], t)
         n_train = len(self.train_feats.records)
         self.steps_per_epoch = len(epoch_batches(n_train, t.seed, 0, t.batch_size * self.world)) // t.grad_accum
         total = self.steps_per_epoch * t.epochs if not t.max_steps else min(t.max_steps, self.steps_per_epoch * t.epochs)

@@ -31,7 +31,8 @@ from ..config import Config, ConfigError, config_from_dict, load_config, resolve
 from ..data import KarpathyCorpus
 from ..evaluate import load_run
 from ..features import CACHE_SEED, SplitFeatures, encode_images, split_features
-from ..model import CookieModel, VisualEncoder
+from ..model import CookieModel, VisualEncoder, prefix_encoders
+from ..prefix import finetuning, prefix_config
 from ..runtime import atomic_write_json, manifest
 from ..search import export_model
 from ..train import Trainer, load_corpus
@@ -54,6 +55,15 @@ VARIANTS: dict[str, dict] = {
     "depth_1": {"model.depth": 1},
     "visual_concept": {"loss.visual_positives": "concept"},  # the labelled ablation: same-concept images as positives
 }
+# The fine-tuned arm (cookie_lib.prefix): the same variants with the last FT_BLOCKS CNN blocks and text layers
+# trained on the cached frozen prefix at FT_ENCODER_LR, run with the profile's ``finetune_seeds`` (none by default).
+FT_BLOCKS = 1  # k from the cost/benefit pilot (python -m cookie_lib.study.bench.finetune; docs/method.md)
+FT_ENCODER_LR = 1e-4  # 10x below the head's lr; the config default 1e-5 barely moves a tail in ~400 steps
+FINETUNE = {"model.finetune_visual_blocks": FT_BLOCKS, "model.finetune_text_layers": FT_BLOCKS,
+            "train.encoder_lr": FT_ENCODER_LR}
+VARIANTS.update({f"ft_{v}": {**FINETUNE, **VARIANTS[v]} for v in ("cookie", "cross_modal_only", "no_visual",
+                                                                   "no_textual")})
+FINETUNED = ["ft_cookie", "ft_cross_modal_only", "ft_no_visual", "ft_no_textual"]
 PRIMARY = ["cookie", "cross_modal_only", "no_visual", "no_textual", "separate_1", "separate_2"]
 SECONDARY = ["depth_0", "depth_1", "visual_concept"]
 LOSS_ABLATION = ["cookie", "cross_modal_only", "no_visual", "no_textual", "visual_concept"]
@@ -83,12 +93,15 @@ def downstream_suite(profile: str, cfg: Config, progress: bool = True) -> Downst
     Only the encoder settings and the cache folder decide the cached features, so every variant of a
     profile shares one suite."""
     run = load_run_profile(profile)
+    # a fine-tuned run's tails read the cached prefix: its suite caches the prefix's features (cookie_lib.prefix)
+    tuned, full, cfg = finetuning(cfg), cfg.model, prefix_config(cfg)
     m = cfg.model
     key = json.dumps([str(run.path), m.visual_backbone, m.visual_weights, m.visual_layer, m.image_size, m.text_model,
                       m.max_text_len, cfg.data.cache_dir, cfg.data.max_captions])
     if key not in _SUITES:
         paths = {name: getattr(run, f"downstream_{name}") or None for name in ("emoji", "oca", "wordnet")}
-        _SUITES[key] = DownstreamSuite(cfg, **paths, progress=progress)
+        _SUITES[key] = DownstreamSuite(cfg, **paths, progress=progress,
+                                       encoders=prefix_encoders(full) if tuned else None)
     return _SUITES[key]
 
 
@@ -186,6 +199,10 @@ def _run_jobs(profile, jobs, extra, runs_root, progress, workers) -> list[dict]:
         # the feature caches are built once, here, before the workers would race to build them
         split_features_for(profile, extra, corpus)
         downstream_suite(profile, cfg, progress)
+        if any(v in FINETUNED for v, _ in todo):  # and the fine-tuned arm's prefix caches
+            ft = {**FINETUNE, **(extra or {})}
+            split_features_for(profile, ft, corpus)
+            downstream_suite(profile, load_config(profile, ft), progress)
         with ThreadPoolExecutor(workers) as pool:  # threads only wait on the training subprocesses
             futures: dict = {}
             for v, s in todo:
@@ -231,6 +248,7 @@ def run_study(profile: str, runs_root: str | Path = "runs", progress: bool = Tru
     and the frozen baseline, as one frame (runs already finished are loaded, not retrained)."""
     run = load_run_profile(profile)
     jobs = [(v, s) for v in PRIMARY for s in run.seeds] + [(v, s) for v in SECONDARY for s in run.secondary_seeds]
+    jobs += [(v, s) for v in FINETUNED for s in run.finetune_seeds]  # the fine-tuned arm (empty by default)
     # the cross-encoders start from the COOKIE run of their seed: queue COOKIE's runs first, then them, then
     # the rest, so no worker waits on a COOKIE run and none trains a cross-encoder alone at the end
     onestream = [(ONESTREAM, s) for s in run.onestream_seeds]
@@ -305,11 +323,13 @@ def best_seed(profile: str, variant: str = "cookie", runs_root: str | Path = "ru
 
 
 def split_features_for(profile: str, extra: dict | None, corpus: KarpathyCorpus) -> None:
-    """Make sure the cached train/val features of a profile exist (computing them if needed)."""
+    """Make sure the cached train/val features of a profile exist (computing them if needed); for a
+    fine-tuning config, those of its frozen prefix (cookie_lib.prefix)."""
     cfg = load_config(profile, extra)
     dataset = resolve_path(cfg.data.dataset)
+    encoders = prefix_encoders(cfg.model) if finetuning(cfg) else None
     for split, views in (("train", cfg.train.num_views), ("val", 1)):
-        split_features(cfg, corpus.split(split), split, views, dataset)
+        split_features(prefix_config(cfg), corpus.split(split), split, views, dataset, encoders)
 
 
 def load_results(profile: str, runs_root: str | Path = "runs") -> pd.DataFrame:

@@ -33,6 +33,7 @@ class RunProfile:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # seeds of the primary variants
     secondary_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # seeds of the secondary variants
     onestream_seeds: list[int] = field(default_factory=lambda: [0])  # one-stream cross-encoder (speed claim)
+    finetune_seeds: list[int] = field(default_factory=list)  # the fine-tuned arm (grid.FINETUNED); [] = not run
     bootstrap_resamples: int = 9999  # resamples of the claims table's bootstrap CIs
     downstream_emoji: str = ""  # Karpathy JSON whose test split is the emoji downstream set ("" = none)
     downstream_oca: str = ""  # Karpathy JSON whose test split is the Open Clip Art downstream set ("" = none)
@@ -106,7 +107,7 @@ def run_profile_from_dict(values: dict, where: str = "profile", overrides: dict 
         raise ConfigError(f"{where}: bootstrap_resamples={kwargs['bootstrap_resamples']!r} must be >= 99")
     if kwargs.get("workers", 1) < 1:
         raise ConfigError(f"{where}: workers={kwargs['workers']!r} must be an int >= 1")
-    for key in ("seeds", "secondary_seeds", "onestream_seeds"):
+    for key in ("seeds", "secondary_seeds", "onestream_seeds", "finetune_seeds"):
         if any(s < 0 for s in kwargs.get(key, [])):
             raise ConfigError(f"{where}: {key}={kwargs[key]!r} must hold seeds >= 0")
     try:
