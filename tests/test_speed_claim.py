@@ -23,12 +23,19 @@ DEGENERATE = {
 
 
 def degenerate_cost_json(path: Path) -> Path:
-    """An inference_cost_model.json as the benchmark writes it, with one degenerate fit per model."""
-    models = {name: derived_fields(TWO, one, report.PAPER_INFERENCE_RATIO) for name, one in DEGENERATE.items()}
-    blob = {"device": "cpu", "threads": 1, "paper_ratio": report.PAPER_INFERENCE_RATIO, "models": models,
-            "one_stream_fit_stability": {"stable": False, "reason": "b fitted as 0 in some repeat"},
-            "exhaustive_check": {"n_images": 10, "measured_s": 0.5, "extrapolated_from_pair_sample_s": 0.4,
-                                 "cost_model_predicted_s": 0.45}}
+    """An inference_cost_model.json as the benchmark writes it, with one degenerate fit per model class."""
+    iv = {"low": None, "high": None, "reason": "60 % of bootstrap refits never cross 3/1000",
+          "undetermined_fraction": 0.6, "resamples": 99}
+    classes = {name: {**derived_fields(TWO, one, report.PAPER_INFERENCE_RATIO), "interval": iv, "measured": True}
+               for name, one in DEGENERATE.items()}
+    points = [dict(strategy=s, n_images=n, n_captions=5 * n, repeat=r, role="fit", seconds=0.1 * n, pairs=0)
+              for s in ("two-stream", "rerank 10", "rerank 50", "one-stream") for n in (4, 12) for r in range(2)]
+    blob = {"device": "cpu", "threads": 1, "paper_ratio": report.PAPER_INFERENCE_RATIO, "classes": classes,
+            "pipeline": "untrained models (test)", "trained": False, "fit_ns": [4, 12], "holdout_n": 8, "repeats": 2,
+            "points": points, "fits": {s: {"a": 2e-3, "b": 0.0} for s in ("two-stream", "rerank 10", "rerank 50",
+                                                                              "one-stream")},
+            "holdout": {"one-stream": {"n_images": 8, "n_captions": 40, "measured_s": 0.5, "predicted_s": 0.45,
+                                       "relative_error": -0.1}}}
     path.mkdir(parents=True, exist_ok=True)
     (path / "inference_cost_model.json").write_text(json.dumps(blob))
     return path
@@ -64,8 +71,27 @@ def test_inference_claim_prints_not_determined(tmp_path):
     assert rows.loc["a = b = 0", "N where the ratio = 3/1000"] == "not determined (one-stream fit is a = b = 0)"
     assert rows.loc["never crosses", "N where the ratio = 3/1000"].startswith("not determined (never crosses")
     assert rows.loc["never crosses", "ratio as N -> infinity"] == "100/1000"
-    assert "not stable across repeats" in df.attrs["exhaustive"]
+    assert rows.loc["b = 0", "95 % interval (bootstrap over repeats)"].startswith("not determined (60 %")
+    assert "held-out N = 8" in df.attrs["exhaustive"] and "-10 %" in df.attrs["exhaustive"]
     assert "not determined" in report.to_markdown(df)
+
+
+def test_speed_view_mean_sd_over_seeds_and_end_to_end_time(tmp_path):
+    import pandas as pd
+
+    results = degenerate_cost_json(tmp_path)
+    rows = [dict(gallery="subset 4", n_images=4, n_captions=20, method=m, k=k, i2t_r1=10.0 + seed + up, t2i_r1=5.0,
+                 seconds=0.01, pairs_scored=p, seed=seed)
+            for seed in (0, 1, 2) for m, k, p, up in (("two-stream", 0, 0, 0), ("one-stream exhaustive", 20, 80, 2))]
+    v = report.speed_view(pd.DataFrame(rows), results).set_index("method")
+    assert v.loc["two-stream", "i2t R@1"] == "11.0 ± 1.0" and v.loc["two-stream", "seeds"] == 3
+    assert v.loc["one-stream exhaustive", "seconds"] == pytest.approx(0.4)  # median of the measured N = 4 repeats
+    assert v.loc["one-stream exhaustive", "time source"] == "measured, median of 2"
+    far = report.end_to_end_seconds(results, "one-stream exhaustive", 100, 500)
+    assert far == (pytest.approx(2e-3 * 600), "cost model")
+    assert report.end_to_end_seconds(tmp_path / "none", "two-stream", 4, 20) == (None, "benchmark not run")
+    text = report.speed_sentence(pd.DataFrame(rows), results)
+    assert "13.0 ± 1.0" in text and "(above it on the mean of both directions)" in text
 
 
 @pytest.mark.slow

@@ -150,26 +150,64 @@ def gap_sentence(gap: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def speed_view(speed: pd.DataFrame) -> pd.DataFrame:
-    """The speed/accuracy table, mean over one-stream seeds (± std where there are several)."""
+METHOD_STRATEGY = {"two-stream": "two-stream", "two-stream + re-rank top 10": "rerank 10",
+                   "two-stream + re-rank top 50": "rerank 50", "one-stream exhaustive": "one-stream"}
+
+
+def end_to_end_seconds(results: Path | None, method: str, n: int, m: int) -> tuple[float | None, str]:
+    """(seconds, source) of one retrieval strategy at N images x M captions from the benchmark's
+    ``inference_cost_model.json``: the median of the measured repeats when the benchmark timed this N
+    (with M = 5 N), else its fitted cost model a (N + M) + b N M; (None, reason) when it has not run."""
+    path = None if results is None else Path(results) / "inference_cost_model.json"
+    if path is None or not path.exists():
+        return None, "benchmark not run"
+    cm = json.loads(path.read_text())
+    strategy = METHOD_STRATEGY.get(method)
+    if "fits" not in cm or strategy not in cm["fits"]:
+        return None, "benchmark has no end-to-end timing of this strategy"
+    pts = [p["seconds"] for p in cm["points"] if p["strategy"] == strategy and p["n_images"] == n and
+           p["n_captions"] == m]
+    if pts:
+        return float(np.median(pts)), f"measured, median of {len(pts)}"
+    fit = cm["fits"][strategy]
+    return float(fit["a"] * (n + m) + fit["b"] * n * m), "cost model"
+
+
+def speed_view(speed: pd.DataFrame, results: Path | None = None) -> pd.DataFrame:
+    """The speed/accuracy table: one row per (gallery, method), R@1 both ways as mean ± sd over the
+    cross-encoder's seeds, distinct pairs the joint model scored, and the end-to-end retrieval time of
+    the benchmark (:func:`end_to_end_seconds`: measured at this N, else its cost model) when ``results``
+    holds it. ``speed`` has one row per seed (:func:`cookie_lib.study.grid.speed_accuracy`)."""
     keys = ["gallery", "n_images", "n_captions", "method", "k"]
     g = speed.groupby(keys, sort=False, dropna=False)
-    out = g[["i2t_r1", "t2i_r1", "seconds", "pairs_scored"]].mean().round({"i2t_r1": 1, "t2i_r1": 1, "seconds": 3})
-    out["pairs_scored"] = out["pairs_scored"].round().astype(int)
-    out["seeds"] = g.size()
-    return out.reset_index()
+
+    def pm(col):
+        mean, sd, n = g[col].mean(), g[col].std(), g.size()
+        return [f"{a:.1f} ± {b:.1f}" if c > 1 else f"{a:.1f}" for a, b, c in zip(mean, sd.fillna(0.0), n)]
+    out = g.size().rename("seeds").reset_index()
+    out["i2t R@1"], out["t2i R@1"] = pm("i2t_r1"), pm("t2i_r1")
+    out["i2t_r1_mean"], out["t2i_r1_mean"] = g.i2t_r1.mean().values, g.t2i_r1.mean().values
+    out["pairs_scored"] = g.pairs_scored.mean().round().astype(int).values
+    times = [end_to_end_seconds(results, r.method, int(r.n_images), int(r.n_captions)) for r in out.itertuples()]
+    out["seconds"] = [float("nan") if t is None else t for t, _ in times]
+    out["time source"] = [src for _, src in times]
+    return out
 
 
-def speed_sentence(speed: pd.DataFrame) -> str:
-    """Closing text on speed vs accuracy, from the speed/accuracy table."""
-    v = speed_view(speed)
+def speed_sentence(speed: pd.DataFrame, results: Path | None = None) -> str:
+    """Closing text on speed vs accuracy, from the per-seed speed/accuracy table (and the benchmark's times)."""
+    v = speed_view(speed, results)
     lines = []
     for gallery, rows in v.groupby("gallery", sort=False):
         two = rows[rows.method == "two-stream"].iloc[0]
         for _, r in rows[rows.method != "two-stream"].iterrows():
-            lines.append(f"- {gallery}: {r.method} reaches R@1 {r.i2t_r1:.1f} / {r.t2i_r1:.1f} (i2t / t2i) in "
-                         f"{r.seconds:.2f} s, against {two.i2t_r1:.1f} / {two.t2i_r1:.1f} in {two.seconds:.3f} s for "
-                         f"the two-stream model ({r.seconds / max(two.seconds, 1e-9):,.0f} x the time).")
+            better = "above" if (r.i2t_r1_mean + r.t2i_r1_mean) > (two.i2t_r1_mean + two.t2i_r1_mean) else "not above"
+            t = ("" if r.seconds is None or two.seconds is None or pd.isna(r.seconds) else
+                 f" in {r.seconds:.3g} s against {two.seconds:.3g} s ({r.seconds / max(two.seconds, 1e-9):,.0f} x the "
+                 f"time, {r['time source']})")
+            lines.append(f"- {gallery}: {r.method} reaches R@1 {r['i2t R@1']} / {r['t2i R@1']} (i2t / t2i, "
+                         f"{r.seeds} seed(s)) against {two['i2t R@1']} / {two['t2i R@1']} for the two-stream model "
+                         f"({better} it on the mean of both directions){t}.")
     return "\n".join(lines) + "\n"
 
 
@@ -183,12 +221,40 @@ def fmt_or_reason(value, spec: str, reason: str = "", scale: float = 1.0, suffix
 
 def inference_claim(results: Path) -> pd.DataFrame | None:
     """The inference-time claim from the benchmark's cost model (``inference_cost_model.json``): per
-    one-stream model class, the gallery size N at which two-stream / one-stream crosses the paper's 3/1000,
-    and the measured-vs-extrapolated exhaustive check. None when the benchmark has not run."""
+    one-stream model class (the trained cross-encoder, measured; a paper-class joint model, FLOP-costed),
+    a and b, the gallery size N at which two-stream / one-stream crosses the paper's 3/1000 with its 95 %
+    bootstrap interval, and the large-N limit; ``attrs["exhaustive"]`` says how it was timed and how well
+    the fit predicts the held-out N. Every value a fit can leave empty prints as "not determined (reason)".
+    None when the benchmark has not run."""
     path = Path(results) / "inference_cost_model.json"
     if not path.exists():
         return None
     cm = json.loads(path.read_text())
+    if "classes" not in cm:
+        return _inference_claim_v1(cm)
+    rows = []
+    for name, m in cm["classes"].items():
+        iv = m["interval"]
+        ci = (f"[{iv['low']:,.0f}, {iv['high']:,.0f}]" if iv.get("low") is not None
+              else "not determined" + (f" ({iv['reason']})" if iv.get("reason") else ""))
+        rows.append({"one-stream model": name, "a (s per item)": f"{m['a']:.3g}", "b (s per pair)": f"{m['b']:.3g}",
+                     "N where the ratio = 3/1000": fmt_or_reason(m.get("crossing_n_images"), ",.0f",
+                                                                 m.get("crossing_n_reason")),
+                     "95 % interval (bootstrap over repeats)": ci,
+                     "ratio as N -> infinity": fmt_or_reason(m.get("ratio_large_n_limit"), ".3g",
+                                                             m.get("ratio_large_n_reason"), 1000, "/1000")})
+    df = pd.DataFrame(rows)
+    checks = "; ".join(f"{s} {h['measured_s']:.3g} s measured vs {h['predicted_s']:.3g} s predicted "
+                       f"({100 * h['relative_error']:+.0f} %)" for s, h in cm["holdout"].items())
+    df.attrs["exhaustive"] = (f"Timed end to end (images and caption strings to the top 10 both ways) on "
+                              f"{cm['pipeline']}; {cm['device']}, {cm['threads']} threads; {cm['repeats']} repeats "
+                              f"at N = {', '.join(map(str, cm['fit_ns']))} fitted; held-out N = {cm['holdout_n']}: "
+                              f"{checks}")
+    return df
+
+
+def _inference_claim_v1(cm: dict) -> pd.DataFrame:
+    """The same table from a cost-model file of the earlier benchmark (pair-sample extrapolation)."""
     x = cm["exhaustive_check"]
     rows = [{"one-stream model": name, "a (s per item)": f"{m['a']:.3g}", "b (s per pair)": f"{m['b']:.3g}",
              "N where the ratio = 3/1000": fmt_or_reason(m.get("crossing_n_images"), ",.0f", m.get("crossing_n_reason")),
@@ -271,19 +337,32 @@ def bench_block(results: Path) -> str:
     """The README's benchmark block, from ``results/benchmarks.json``, ``inference_cost_model.json`` and
     ``speed_accuracy.csv`` (the structured files the benchmark and notebook 05 write)."""
     b = json.loads((results / "benchmarks.json").read_text())["headline"]
-    lines = [BENCH_START, f"| gallery (CPU, {b['threads']} threads) | two-stream | one-stream (extrapolated) | ratio "
-             "| re-rank top-10 | re-rank top-50 |", "|---|---|---|---|---|---|"]
-    for n, h in sorted(b["inference"].items(), key=lambda kv: int(kv[0])):
-        lines.append(f"| N={int(n):,} images, {5 * int(n):,} captions | {h['two_stream_s']:.2f} s | "
-                     f"{h['one_stream_s']:,.0f} s | {1000 * h['ratio']:.2f}/1000 | {h['rerank_k10_s']:.2f} s | "
-                     f"{h['rerank_k50_s']:.2f} s |")
+    lines = [BENCH_START]
+    if "inference_median_s" in b:
+        med = b["inference_median_s"]
+        ns = sorted({int(n) for by_n in med.values() for n in by_n}, key=int)
+        lines += [f"| retrieval end to end, median (CPU, {b['threads']} threads) | "
+                  + " | ".join(f"N={n:,}, M={5 * n:,}" for n in ns) + " |", "|---" * (len(ns) + 1) + "|"]
+        for s, by_n in med.items():
+            lines.append(f"| {s} | " + " | ".join(f"{by_n[str(n)]:.3g} s" for n in ns) + " |")
+    else:  # a file of the earlier benchmark (per-item costs extrapolated)
+        lines += [f"| gallery (CPU, {b['threads']} threads) | two-stream | one-stream (extrapolated) | ratio "
+                  "| re-rank top-10 | re-rank top-50 |", "|---|---|---|---|---|---|"]
+        for n, h in sorted(b["inference"].items(), key=lambda kv: int(kv[0])):
+            lines.append(f"| N={int(n):,} images, {5 * int(n):,} captions | {h['two_stream_s']:.2f} s | "
+                         f"{h['one_stream_s']:,.0f} s | {1000 * h['ratio']:.2f}/1000 | {h['rerank_k10_s']:.2f} s | "
+                         f"{h['rerank_k50_s']:.2f} s |")
     inf = inference_claim(results)
     if inf is not None:
         lines += ["", to_markdown(inf).strip(), "", inf.attrs["exhaustive"] + "."]
     speed = results / "speed_accuracy.csv"
     if speed.exists():
-        lines += ["", "Accuracy on both sides (emoji test, trained one-stream cross-encoder; seconds over cached "
-                  "encoder tokens):", "", to_markdown(speed_view(pd.read_csv(speed))).strip()]
+        table = pd.read_csv(speed)
+        if "seed" in table.columns:  # per-seed rows (an earlier notebook 05)
+            table = speed_view(table, results)
+        cols = [c for c in table.columns if not c.endswith("_mean")]
+        lines += ["", "Accuracy on both sides (emoji test; COOKIE and the cross-encoder trained on it, mean ± sd "
+                  "over seeds; time end to end from the benchmark):", "", to_markdown(table[cols]).strip()]
     ev = b["eval_scale"]
     tp = ", ".join(f"{k} {v:.0f}" for k, v in b["training_pairs_per_s"].items())
     lines += ["", f"Training throughput (pairs/s): {tp}. Recall over 5,000 images x 25,000 captions: "
