@@ -45,6 +45,8 @@ for nb in notebooks/0[1-6]_*.ipynb; do
   fi
 done
 
+say "check: the claims table recomputes byte for byte from the committed per-query file"
+$PY -m cookie_lib.study.verdicts recompute --per-query "$RESULTS/per_query.npz" --check "$RESULTS/claims.csv"
 say "export the best COOKIE run and render the report"
 $PY -m cookie_lib.study.grid export --profile "$PARAMS" --out "$RESULTS/model/cookie.pt"
 $PY scripts/build_report.py "$EXECUTED" --out "$RESULTS/report"
@@ -57,7 +59,7 @@ expected=(data_counts.csv fig_contact_sheet_emoji.png fig_loss_curves.png fig_va
           table_loss_ablation.csv fig_loss_ablation.png table_head_ablation.csv fig_depth.png fig_embedding_space.png
           table_modality_gap.csv table_downstream.csv runs.csv fig_design_matrix.png fig_qualitative_t2i.png
           fig_qualitative_i2t.png speed_accuracy.csv fig_speed_accuracy.png benchmarks.csv inference_cost_model.json
-          fig_cost_model.png claims.csv claims.md fig_claims.png summary.md manifest.json model/cookie.pt
+          fig_cost_model.png claims.csv per_query.npz claims_by_claim.csv table_factorial.csv claims.md fig_claims.png summary.md manifest.json model/cookie.pt model/cookie.md
           report/index.html notebooks/06_results.ipynb)
 missing=0
 for f in "${expected[@]}"; do

@@ -508,8 +508,10 @@ def claim_verdicts(df: pd.DataFrame, prereg: Mapping | str | Path | None = None)
     """One verdict per claim of the paper (``prereg['claims']``), from the primary verdicts of its contrasts,
     by the pre-registered rule: *reproduced* = at least one contrast reproduced and none contradicted;
     *contradicted* = at least one contradicted and none reproduced; *mixed* = both; *no effect* = every
-    contrast no effect; *inconclusive* otherwise; *not run* when a contrast did not run (*insufficient seeds* when one has too few). A reproduced claim
-    whose contrasts with a stated size are all smaller than the paper's says so (``size``)."""
+    contrast no effect; *inconclusive* otherwise; *not run* when a contrast did not run (*insufficient
+    seeds* when one has too few). A claim whose contrasts with a stated size are all smaller than the
+    paper's (both readings) says so in ``size``, whatever its verdict: an inconclusive difference can still
+    exclude the effect the paper reports."""
     if prereg is None or isinstance(prereg, (str, Path)):
         prereg = load_prereg(prereg or DEFAULT_PREREG)
     by_id = df.set_index("id")
