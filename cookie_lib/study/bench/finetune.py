@@ -81,8 +81,8 @@ def measure(profile: str, k: int, steps: int, time_steps: int, threads: int, cor
             "achieved_flops_per_s": flops / med, "matmul_ceiling_flops_per_s": ceiling,
             "fraction_of_ceiling": flops / med / ceiling, "tail_parameters": trainable,
             "pilot_steps": steps, "steps_per_epoch": tr.steps_per_epoch, "pilot_seconds": run_s,
-            "setup_seconds": setup_s, "val_mr": val.get("mr"), "val_rsum": val.get("rsum"),
-            "threads": threads}
+            "setup_seconds": setup_s, "val_rsum": val["rsum"], "val_mr": val["rsum"] / 6, "threads": threads,
+            "val": {k: v for k, v in val.items() if k != "seconds"}}
 
 
 def subset(corpus, train: int, val: int, seed: int = 0):
@@ -115,6 +115,7 @@ def main(argv=None) -> int:
     for k in [0] + [k for k in a.k if k]:
         r = measure(a.profile, k, a.steps, a.time_steps, a.threads, corpus)
         rows.append(r)
+        print(json.dumps(r), flush=True)
         print(f"k={k}: {r['pairs_per_s']:.1f} pairs/s ({r['step_s']:.3f} s/step, {r['fraction_of_ceiling']:.1%} of the "
               f"{r['matmul_ceiling_flops_per_s'] / 1e9:.1f} GFLOP/s matmul ceiling), tail parameters "
               f"{r['tail_parameters']:,}; after {r['pilot_steps']} steps ({r['pilot_steps'] / r['steps_per_epoch']:.2f} "

@@ -1,0 +1,144 @@
+"""Sensitivity of the frozen-encoder baseline: which frozen features, whitened or not, chosen on validation.
+
+The study's frozen baseline (``downstream.frozen_baseline``, ``grid.frozen_run``) pools the *whole* CNN's
+last feature map and whitens both modalities. Its candidates here:
+
+* image: the mean-pooled grid tokens of the layer the trained models read (``model.visual_layer``, "layer")
+  and of the whole CNN ("whole"), each PCA-whitened to ``model.dim`` on the pre-training train split (as
+  ``frozen_baseline``) or only L2-normalised ("raw");
+* text: MiniLM's masked mean, whitened or raw.
+
+Every candidate is scored on the emoji *validation* concepts (image: cross-design R@1 ``img_r1``; text:
+CLDR label -> keywords R@1 ``txt_r1``, the only text task with a validation split: WordNet has none) and on
+the test tasks. The best candidate per modality on validation is the baseline (ties: the study's current
+choice first); the test numbers of all of them are tabled, never used to choose. ::
+
+    python -m cookie_lib.study.baselines --profile default [--out results/frozen_baselines.csv]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+
+import pandas as pd
+import torch.nn.functional as F
+
+from .downstream import DownstreamSuite, _whitener, pooled_image_features, pooled_text_features
+
+# (modality, source, whitened) in order of preference on ties; the first of each modality is the study's
+IMAGE_CANDIDATES = (("image", "whole", True), ("image", "whole", False), ("image", "layer", True),
+                    ("image", "layer", False))
+TEXT_CANDIDATES = (("text", "minilm", True), ("text", "minilm", False))
+SELECT_ON = {"image": "img_r1", "text": "txt_r1"}
+
+
+def _raw(x):
+    return F.normalize(x.float(), dim=-1)
+
+
+def candidate_table(test: dict[str, DownstreamSuite], val: dict[str, DownstreamSuite], pretrain: dict, dim: int
+                    ) -> pd.DataFrame:
+    """One row per candidate: modality, source, whitened, the validation metric it is chosen on, its test
+    metrics and ``chosen``.
+
+    ``test`` / ``val``: {"layer", "whole"} -> a DownstreamSuite whose emoji features come from that visual
+    source (val suites over the emoji validation split); ``pretrain``: {"layer", "whole"} -> SplitFeatures
+    of the pre-training train split with that source's image tokens (their text tokens are the same).
+    """
+    rows = []
+    text_fit = pooled_text_features(pretrain["layer"].text_tokens, pretrain["layer"].text_mask)
+    for modality, source, whitened in IMAGE_CANDIDATES + TEXT_CANDIDATES:
+        if modality == "image":
+            f = _whitener(pooled_image_features(pretrain[source]), dim, "image") if whitened else _raw
+        else:
+            f = _whitener(text_fit, dim, "text") if whitened else _raw
+        row = {"modality": modality, "source": source if modality == "image" else "minilm", "whitened": whitened}
+        for split, suites in (("val", val), ("test", test)):
+            suite = suites["layer" if modality == "text" else source]
+            emb = {"emoji_img": f(pooled_image_features(suite.emoji)) if modality == "image" else None,
+                   "emoji_txt": f(pooled_text_features(suite.emoji.text_tokens, suite.emoji.text_mask))
+                   if modality == "text" else None}
+            if suite.wordnet is not None and modality == "text":
+                emb["wn_txt"] = f(pooled_text_features(suite.wordnet.tokens, suite.wordnet.mask))
+            metrics = _score(suite, emb, modality)
+            row.update({f"{split}_{k}": v for k, v in metrics.items()})
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    df["chosen"] = False
+    for modality, metric in SELECT_ON.items():
+        sub = df[df.modality == modality]
+        best = sub[f"val_{metric}"].max()
+        df.loc[sub.index[sub[f"val_{metric}"] == best][0], "chosen"] = True  # first = preferred on ties
+    return df
+
+
+def _score(suite: DownstreamSuite, emb: dict, modality: str) -> dict[str, float]:
+    """The unimodal metrics of one modality (img_* from the emoji images; txt_* and wn_* from the texts)."""
+    if modality == "text":
+        return _text_metrics(suite, emb)
+    s = copy.copy(suite)
+    s.wordnet, s.emoji_text_task = None, None  # score() then reads only the image embeddings
+    metrics, _ = s.score({"emoji_img": emb["emoji_img"]}, cross_modal=False)
+    return {k: v for k, v in metrics.items() if k.startswith("img_")}
+
+
+def _text_metrics(suite: DownstreamSuite, emb: dict) -> dict[str, float]:
+    from ..metrics import key_pairs, pair_ranks
+    from .downstream import _rank_metrics
+
+    out = {}
+    if suite.emoji_text_task is not None:
+        q_rows, q_keys, c_rows, c_keys = suite.emoji_text_task
+        txt = emb["emoji_txt"]
+        ranks, _ = pair_ranks(txt[q_rows], txt[c_rows], key_pairs(q_keys, c_keys))
+        out.update(_rank_metrics(ranks, "txt")[0])
+    if suite.wordnet is not None and "wn_txt" in emb:
+        t, wn = emb["wn_txt"], suite.wordnet
+        ranks, _ = pair_ranks(t[wn.q_rows], t[wn.c_rows], key_pairs(wn.q_keys, wn.c_keys))
+        out.update(_rank_metrics(ranks, "wn")[0])
+    return out
+
+
+def profile_table(profile: str) -> pd.DataFrame:
+    """``candidate_table`` for a profile's downstream emoji set (val and test splits), WordNet task and
+    pre-training corpus, with the layer the profile's models read and the whole CNN."""
+    from ..config import load_config, resolve_path
+    from ..features import split_features
+    from ..train import load_corpus
+    from .grid import _whole_network_images, downstream_suite
+    from .profile import load_run_profile
+
+    run = load_run_profile(profile)
+    cfg = load_config(profile)
+    corpus = load_corpus(cfg)
+    pre = split_features(cfg, corpus.split("train"), "train", cfg.train.num_views, resolve_path(cfg.data.dataset))
+    test = downstream_suite(profile, cfg)
+    val = DownstreamSuite(cfg, emoji=run.downstream_emoji or None, split="val")
+    whole = cfg.model.visual_layer == "all"
+    pretrain = {"layer": pre, "whole": pre if whole else _whole_network_images(cfg, pre)}
+    tests = {"layer": test, "whole": test}
+    vals = {"layer": val, "whole": val}
+    if not whole:
+        tests["whole"], vals["whole"] = copy.copy(test), copy.copy(val)
+        tests["whole"].emoji = _whole_network_images(cfg, test.emoji)
+        vals["whole"].emoji = _whole_network_images(cfg, val.emoji)
+    return candidate_table(tests, vals, pretrain, cfg.model.dim)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m cookie_lib.study.baselines", description=__doc__.split("\n")[0])
+    ap.add_argument("--profile", default="default")
+    ap.add_argument("--out", type=Path, default=None, help="CSV file for the table")
+    a = ap.parse_args(argv)
+    df = profile_table(a.profile)
+    print(df.round(2).to_string(index=False))
+    if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(a.out, index=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
