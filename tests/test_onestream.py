@@ -151,3 +151,13 @@ def test_trainer_learns(smoke, tmp_path):
     first = sum(r["loss"] for r in res["history"][:5]) / 5
     last = sum(r["loss"] for r in res["history"][-5:]) / 5
     assert last < first, (first, last)
+
+
+def test_positives_cover_every_column_of_a_shared_caption(smoke):
+    """A caption text held by two images of the gallery is two columns; both are positives of both keys."""
+    _, _, _, test = smoke
+    rows = [c for ids in test.caption_ids[:3] for c in ids]
+    captions = torch.tensor(rows + rows[:1])  # the first text again, as the last column
+    pos = Positives(test, [0, 1, 2], captions).dense()
+    assert pos[0, 0] and pos[0, -1]
+    assert torch.equal(pos[:, 0], pos[:, -1])

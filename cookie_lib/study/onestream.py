@@ -186,15 +186,17 @@ class Positives:
     def __init__(self, feats: SplitFeatures, images, captions):
         keys = feats.keys.tolist()
         self.images, self.captions = list(map(int, images)), [int(c) for c in captions]
-        col = {c: n for n, c in enumerate(self.captions)}
+        cols: dict[int, list[int]] = {}  # text row -> its gallery columns (a text several images hold: several)
+        for n, c in enumerate(self.captions):
+            cols.setdefault(c, []).append(n)
         self.img_key = [keys[i] for i in self.images]
         self.key_cols: dict[int, set[int]] = {}
         self.col_keys: list[set[int]] = [set() for _ in self.captions]
         for img, ids in enumerate(feats.caption_ids):
             for c in ids:
-                if c in col:
-                    self.key_cols.setdefault(keys[img], set()).add(col[c])
-                    self.col_keys[col[c]].add(keys[img])
+                for n in cols.get(c, ()):
+                    self.key_cols.setdefault(keys[img], set()).add(n)
+                    self.col_keys[n].add(keys[img])
         self.key_rows: dict[int, list[int]] = {}
         for r, k in enumerate(self.img_key):
             self.key_rows.setdefault(k, []).append(r)
