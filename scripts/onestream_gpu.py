@@ -1,14 +1,14 @@
 #!/usr/bin/env python
-"""One-stream exhaustive retrieval measured end to end (not extrapolated) at N = 1,000 images x 5,000
-captions on a GPU: encoders + all 5,000,000 joint passes + top-10 both ways, beside the extrapolation
-from a pair sample and the two-stream time at the same N, so the speed ratio at N = 1,000 is measured.
+"""One-stream exhaustive retrieval of the study's cross-encoder measured end to end on a GPU at N = 1,000
+images x 5,000 captions (all 5,000,000 joint passes), beside two-stream and re-ranking at the same N,
+with the benchmark's code (:mod:`cookie_lib.study.bench.endtoend`), so the ratio at N = 1,000 is measured.
 
-    python scripts/onestream_gpu.py [--n 1000] [--out results/onestream_gpu.json]   # CUDA, bf16 autocast off
-    python scripts/onestream_gpu.py --device cpu --n 5 --out /tmp/x.json             # a correctness run
+    python scripts/onestream_gpu.py [--n 1000] [--profile default] [--out results/onestream_gpu.json]  # CUDA
+    python scripts/onestream_gpu.py --device cpu --n 5 --profile smoke --out /tmp/x.json              # a correctness run
 
-Writes one JSON file (atomically): device, torch version, n_images, n_captions, pairs, the measured
-seconds (total, encoders, joint passes), the extrapolated seconds, and the two-stream seconds.
-The one-stream model is randomly initialised: its time does not depend on its weights.
+Writes one JSON file (atomically): the device and its name, torch version, the models timed (trained runs of
+``--profile`` / ``--seed`` when present, else untrained models of the same shapes, as the file says), N, M,
+and per strategy every repeat's seconds and joint passes.
 """
 from __future__ import annotations
 
@@ -25,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda")
     p.add_argument("--n", type=int, default=1000, help="images (captions = 5 n)")
+    p.add_argument("--profile", default="default")
+    p.add_argument("--seed", type=int, default=None, help="the COOKIE / cross-encoder run timed (default: the "
+                   "profile's first onestream_seeds)")
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--pair-batch", type=int, default=8192)
     p.add_argument("--out", default=str(ROOT / "results" / "onestream_gpu.json"))
     a = p.parse_args(argv)
@@ -33,8 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from cookie_lib.runtime import atomic_write_json, manifest
-    from cookie_lib.study.bench import CAPS_PER_IMAGE, QUICK, Rows, inference_benchmark, measure_exhaustive
-    from cookie_lib.study.bench.inference import default_encoders
+    from cookie_lib.study.bench import CAPS, STRATEGIES, gallery_inputs, load_pipeline, retrieve
 
     if a.device.startswith("cuda") and not torch.cuda.is_available():
         print("onestream_gpu: ERROR no CUDA device (torch.cuda.is_available() is False); pass --device cpu "
@@ -42,28 +45,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     device = torch.device(a.device)
     cuda = device.type == "cuda"
-    encoders = default_encoders()
-    sizes = dict(QUICK, ns=(a.n,), pair_batch=a.pair_batch)
-    if cuda:
-        sizes.update(enc_images=2048, enc_captions=1024, head_items=8192, pairs=262144, pool=1024)
-    else:
-        sizes.update(enc_images=8, enc_captions=8, head_items=32, pairs=64, pair_batch=32, pool=16)
-    rows = Rows()
-    inf = inference_benchmark(rows, device, sizes, encoders)
-    measure_exhaustive(min(a.n, 4), device, encoders, a.pair_batch)  # warm-up: kernels, allocator
-    res = measure_exhaustive(a.n, device, encoders, a.pair_batch)
-    c, m = inf["unit_costs"], CAPS_PER_IMAGE * a.n
-    extrap = a.n * c["image_encoder"] + m * c["text_encoder"] + res["pairs"] * c["one_stream_pair"]
-    two = inf["curves"]["two_stream"][0]
+    pipe = load_pipeline(a.profile, a.seed).to(device)
+    images, captions = gallery_inputs(pipe.profile, a.n)
+    for s in STRATEGIES:  # warm-up: kernels, allocator
+        retrieve(pipe, images[:4], captions[:4 * CAPS], s, device, pair_batch=a.pair_batch)
+    runs = {s: [retrieve(pipe, images, captions, s, device, pair_batch=a.pair_batch) for _ in range(a.repeats)]
+            for s in STRATEGIES}
     out = manifest(None, script="scripts/onestream_gpu.py", device=str(device),
-                   device_name=torch.cuda.get_device_name(device) if cuda else "cpu",
-                   n_images=a.n, n_captions=m, pairs=res["pairs"], pair_batch=a.pair_batch,
-                   one_stream_measured_s=res["seconds"], one_stream_encode_s=res["encode_s"],
-                   one_stream_joint_s=res["joint_s"], one_stream_extrapolated_s=extrap,
-                   two_stream_s=two, ratio_two_over_one_measured=two / res["seconds"])
+                   device_name=torch.cuda.get_device_name(device) if cuda else "cpu", models=pipe.label,
+                   trained=pipe.trained, n_images=a.n, n_captions=CAPS * a.n, pair_batch=a.pair_batch, runs=runs)
     atomic_write_json(out, Path(a.out))
-    print(f"N={a.n} x {m} on {out['device_name']}: one-stream measured {res['seconds']:.2f} s "
-          f"(extrapolated {extrap:.2f} s), two-stream {two:.3f} s, ratio {two / res['seconds']:.2e}; wrote {a.out}")
+    med = {s: sorted(r["seconds"] for r in rs)[len(rs) // 2] for s, rs in runs.items()}
+    print(f"N={a.n} x {CAPS * a.n} on {out['device_name']} ({pipe.label}): "
+          + ", ".join(f"{s} {t:.3g} s" for s, t in med.items())
+          + f"; ratio two/one {med['two-stream'] / med['one-stream']:.2e}; wrote {a.out}")
     return 0
 
 

@@ -22,14 +22,13 @@ T_TXT = 16  # typical caption length in word pieces
 CAPS_PER_IMAGE = 5
 FIXTURE = "data/fixture_emoji/dataset_emoji.json"
 
-# Sizes of every measurement; --quick uses the second set.
-FULL = dict(ns=(100, 1000, 5000), enc_images=512, enc_captions=256, head_items=4096, pairs=16384,
-            pair_batch=1024, batch=128, pool=512, cached_warmup=2, cached_steps=10, live_warmup=1,
-            live_steps=4, profile_steps=3, matmul=2048, eval_images=5000, exhaustive_n=100, fit_ns=(10, 20, 40), fit_repeats=3,
+# Sizes of every measurement; --quick uses the second set. fit_ns / holdout_n / repeats: the end-to-end
+# retrieval timings the cost model is fitted and checked on (python -m cookie_lib.study.bench can override them).
+FULL = dict(fit_ns=(100, 300), holdout_n=200, repeats=3, holdout_repeats=2, resamples=999, batch=128, cached_warmup=2, cached_steps=10,
+            live_warmup=1, live_steps=4, profile_steps=3, matmul=2048, eval_images=5000,
             curve_ns=tuple(int(x) for x in np.unique(np.logspace(1, 6, 26).round())))
-QUICK = dict(ns=(20, 100, 500), enc_images=32, enc_captions=16, head_items=256, pairs=512,
-             pair_batch=256, batch=16, pool=64, cached_warmup=1, cached_steps=2, live_warmup=1,
-             live_steps=1, profile_steps=1, matmul=512, eval_images=500, exhaustive_n=10, fit_ns=(4, 8, 16), fit_repeats=3,
+QUICK = dict(fit_ns=(4, 12), holdout_n=8, repeats=3, holdout_repeats=2, resamples=199, batch=16, cached_warmup=1, cached_steps=2,
+             live_warmup=1, live_steps=1, profile_steps=1, matmul=512, eval_images=500,
              curve_ns=(10, 100, 1000, 10000, 100000))
 
 
