@@ -244,11 +244,13 @@ def inference_claim(results: Path) -> pd.DataFrame | None:
                      "ratio as N -> infinity": fmt_or_reason(m.get("ratio_large_n_limit"), ".3g",
                                                              m.get("ratio_large_n_reason"), 1000, "/1000")})
     df = pd.DataFrame(rows)
+    reps = cm["repeats"]
     checks = "; ".join(f"{s} {h['measured_s']:.3g} s measured vs {h['predicted_s']:.3g} s predicted "
                        f"({100 * h['relative_error']:+.0f} %)" for s, h in cm["holdout"].items())
     df.attrs["exhaustive"] = (f"Timed end to end (images and caption strings to the top 10 both ways) on "
-                              f"{cm['pipeline']}; {cm['device']}, {cm['threads']} threads; {cm['repeats']} repeats "
-                              f"at N = {', '.join(map(str, cm['fit_ns']))} fitted; held-out N = {cm['holdout_n']}: "
+                              f"{cm['pipeline']}; {cm['device']}, {cm['threads']} threads; "
+                              f"{' / '.join(map(str, reps if isinstance(reps, list) else [reps]))} repeats at N = "
+                              f"{' / '.join(map(str, cm['fit_ns']))} fitted; held-out N = {cm['holdout_n']}: "
                               f"{checks}")
     return df
 

@@ -161,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs-root", default="runs")
     p.add_argument("--fit-ns", type=int, nargs="+", default=None, help="gallery sizes N the cost model is fitted on")
     p.add_argument("--holdout-n", type=int, default=None, help="gallery size N it is checked on (not fitted)")
-    p.add_argument("--repeats", type=int, default=None, help="runs of every strategy at every N")
+    p.add_argument("--repeats", type=int, nargs="+", default=None,
+                   help="runs of every strategy at each fitted N (one count, or one per --fit-ns)")
+    p.add_argument("--holdout-repeats", type=int, default=None, help="runs at the held-out N")
     p.add_argument("--out", default="results", help="output folder")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = torch's default")
     a = p.parse_args(argv)
@@ -169,12 +171,16 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(a.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     sizes = dict(QUICK if a.quick else FULL)
-    for key, v in (("fit_ns", a.fit_ns), ("holdout_n", a.holdout_n), ("repeats", a.repeats)):
+    for key, v in (("fit_ns", a.fit_ns), ("holdout_n", a.holdout_n), ("repeats", a.repeats),
+                   ("holdout_repeats", a.holdout_repeats)):
         if v is not None:
-            sizes[key] = tuple(v) if key == "fit_ns" else v
-    if len(sizes["fit_ns"]) < 2 or sizes["holdout_n"] in sizes["fit_ns"] or sizes["repeats"] < 1:
-        raise ValueError(f"bench: need >= 2 --fit-ns, a --holdout-n not among them and --repeats >= 1, got "
-                         f"{sizes['fit_ns']}, {sizes['holdout_n']}, {sizes['repeats']}")
+            sizes[key] = (v[0] if len(v) == 1 else tuple(v)) if key == "repeats" else tuple(v) if key == "fit_ns" else v
+    reps = sizes["repeats"]
+    counts = [reps] * len(sizes["fit_ns"]) if isinstance(reps, int) else list(reps)
+    if len(sizes["fit_ns"]) < 2 or sizes["holdout_n"] in sizes["fit_ns"] or len(counts) != len(sizes["fit_ns"]) \
+            or min(counts) < 1:
+        raise ValueError(f"bench: need >= 2 --fit-ns, a --holdout-n not among them and --repeats >= 1 (one, or one "
+                         f"per N), got {sizes['fit_ns']}, {sizes['holdout_n']}, {reps}")
     profile = a.profile or ("smoke" if a.quick else "default")
     if a.seed is None:
         from ..profile import load_run_profile

@@ -178,16 +178,19 @@ def joint_flops(p: Pipeline, device: torch.device, text_len: int = 10, pairs: in
     return total / pairs
 
 
-def measure(p: Pipeline, device: torch.device, fit_ns, holdout_n: int, repeats: int, holdout_repeats: int | None = None,
+def measure(p: Pipeline, device: torch.device, fit_ns, holdout_n: int, repeats, holdout_repeats: int | None = None,
             progress=print) -> list[dict]:
-    """Every strategy ``repeats`` times at each N of ``fit_ns`` and ``holdout_repeats`` (default: as many)
-    times at ``holdout_n``, after one small warm-up run each: rows {strategy, n_images, n_captions, repeat,
-    seconds, pairs, role ("fit" / "holdout")}."""
+    """Every strategy ``repeats`` times at each N of ``fit_ns`` (an int, or one count per N: the largest N
+    costs the most) and ``holdout_repeats`` (default: the first count) times at ``holdout_n``, after one small
+    warm-up run each: rows {strategy, n_images, n_captions, repeat, seconds, pairs, role ("fit" / "holdout")}."""
+    counts = [repeats] * len(fit_ns) if isinstance(repeats, int) else list(repeats)
+    if len(counts) != len(fit_ns) or min(counts) < 1:
+        raise ValueError(f"measure: repeats {repeats} must be one count >= 1 or one per N of {list(fit_ns)}")
     rows = []
     images, captions = gallery_inputs(p.profile, max(*fit_ns, holdout_n))
     for s in STRATEGIES:
         retrieve(p, images[:4], captions[:4 * CAPS], s, device)  # warm-up: one-off allocation costs
-    plan = [(n, "fit", repeats) for n in fit_ns] + [(holdout_n, "holdout", holdout_repeats or repeats)]
+    plan = [(n, "fit", c) for n, c in zip(fit_ns, counts)] + [(holdout_n, "holdout", holdout_repeats or counts[0])]
     for n, role, reps in plan:
         for r in range(reps):
             for s in STRATEGIES:
