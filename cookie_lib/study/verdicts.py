@@ -17,18 +17,27 @@ A metric of several lists (``emoji_mr`` = mean of ``emoji_i2t_mr`` and ``emoji_t
 lists' means, exactly as the metric itself is defined. The seedless baseline ``frozen`` is one run; its row
 ``B_k[q]`` is broadcast over the seeds of ``a`` (only queries vary on its side).
 
-Inference, all from one bootstrap:
+Inference. Target: new seeds and new test concepts of the same corpora. Queries of one concept are
+correlated, so the unit of resampling is the concept (``DownstreamSuite.query_clusters``), crossed with the
+seeds (every seed scores the same concepts):
 
-* 95 % CI: ``scipy.stats.bootstrap`` (percentile) with the seed indices and the query indices of each
-  list passed as independent samples, so the library resamples seeds and queries together (a two-way,
-  crossed bootstrap); the statistic evaluates ``diff`` on the resampled rows and columns of ``D_k``.
-* ``se`` = the bootstrap standard error; ``t = diff / se`` with ``df = S - 1``; ``p_raw`` two-sided.
+* ``se``: ``scipy.stats.bootstrap`` with the seed indices and the concept indices as two independent
+  samples (:func:`bootstrap_difference`); a resampled concept brings all its queries, in every list.
+* ``df``: Welch-Satterthwaite over the seed and concept variance components (:func:`variance_components`);
+  95 % CI = ``diff +/- t_{df} se``; ``t = diff / se``, ``p_raw`` two-sided (percentile bounds kept as
+  ``pct_low``/``pct_high``).
 * Holm over the primary family (``statsmodels.stats.multitest.multipletests``); a primary contrast that
   did not run keeps its place in the family with p = 1, so the family size stays the pre-registered one.
 * TOST against ``+/- sesoi`` with the same ``se`` and ``df``: ``tost_p = max(P(T > (diff + sesoi)/se),
   P(T < (diff - sesoi)/se))``; Holm-adjusted over the primary family as well (``tost_p_holm``).
+* Against the paper's size E (``paper_effect``), in the paper's direction: ``P(T < (diff_dir - E)/se)``
+  with E read as points and as relative % of b's mean, each Holm-adjusted over the primary contrasts that
+  state a size; small = smaller than the paper's (``vs_paper``).
 * MDE at 80 % power: ``(t_{1 - alpha'/2, df} + t_{power, df}) * se`` with ``alpha' = alpha / m`` for the
   primary family (Holm's strictest step, m = family size) and ``alpha`` otherwise.
+* Sensitivity: the seed-level paired t test (concepts fixed; ``scipy.stats.ttest_1samp`` on the S per-seed
+  differences) with its own Holm and TOST gives ``verdict_seed``; ``differs`` flags a disagreement.
+* One verdict per claim of the paper from its primary contrasts (:func:`claim_verdicts`).
 
 Verdicts (primary: Holm-adjusted p-values; secondary and sanity: raw ones):
 ``reproduced`` (significant, paper's direction), ``contradicted`` (significant, opposite),
@@ -36,12 +45,13 @@ Verdicts (primary: Holm-adjusted p-values; secondary and sanity: raw ones):
 are missing is ``not run``; one with fewer seeds than the pre-registered minimum is ``insufficient seeds``
 (its statistics are still shown, its verdict is not drawn).
 
-    from cookie_lib.study.verdicts import load_prereg, claims_table, claims_figure, claims_prose
-    df = claims_table(results, load_prereg())
-    df.to_csv("results/claims.csv", index=False); claims_figure(df, "results/fig_claims.png")
-    print(claims_prose(df))
+    from cookie_lib.study.verdicts import claims_table, claims_figure, claims_prose, load_per_query
+    results, clusters = load_per_query("results/per_query.npz")    # the committed per-query results
+    df = claims_table(results, clusters=clusters, n_resamples=9999)  # == results/claims.csv
+    claims_figure(df, "fig_claims.png"); print(claims_prose(df))
 
-Why one long module: the statistics, the verdict rules and their figure/prose must stay one consistent framework.
+Why one long module: the statistics, the verdict rules, the per-query file they are recomputed from and
+their figure/prose must stay one consistent framework, read in one place.
 """
 from __future__ import annotations
 
