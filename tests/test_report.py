@@ -1,6 +1,7 @@
 """cookie_lib.study.report: summary table, Markdown writer, convergence and claims views, README blocks."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -61,12 +62,15 @@ def test_convergence_table_changes_and_final_lr():
 
 
 def test_claims_view_formats_ci_and_p_values():
-    row = {"id": "P1", "family": "primary", "claim": "c", "a": "a", "b": "b", "metric": "m", "n_seeds": 5,
-           "diff": 1.234, "rel_pct": 5.67, "ci_low": 0.5, "ci_high": 2.0, "p_raw": 0.0001, "p_holm": 0.04,
-           "mde": 1.5, "paper": "+5.7 %", "verdict": "reproduced"}
+    row = {"id": "P1", "claim_id": "C1", "family": "primary", "claim": "c", "a": "a", "b": "b", "metric": "m",
+           "n_seeds": 5, "n_concepts": 250.0, "diff": 1.234, "rel_pct": 5.67, "ci_low": 0.5, "ci_high": 2.0,
+           "seed_share": 0.4567, "p_raw": 0.0001, "p_holm": 0.04, "mde": 1.5, "paper": "+5.7 %",
+           "verdict": "reproduced", "verdict_seed": "inconclusive", "vs_paper": np.nan}
     v = R.claims_view(pd.DataFrame([row]))
-    assert v.loc[0, "95 % bootstrap CI"] == "[+0.50, +2.00]" and v.loc[0, "p"] == "< 0.001" and v.loc[0, "p (Holm)"] == "0.040"
+    assert v.loc[0, "95 % CI"] == "[+0.50, +2.00]" and v.loc[0, "p"] == "< 0.001" and v.loc[0, "p (Holm)"] == "0.040"
     assert v.loc[0, "diff (points)"] == 1.23 and v.loc[0, "verdict"] == "reproduced"
+    assert v.loc[0, "seed-level verdict"] == "inconclusive (differs)" and v.loc[0, "concepts"] == "250"
+    assert v.loc[0, "seed share of SE^2"] == 0.46 and v.loc[0, "vs the paper's size"] == "-"
 
 
 def test_readme_blocks_need_markers_and_match_committed_results():
