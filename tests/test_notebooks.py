@@ -181,7 +181,7 @@ def test_claims_of_the_executed_run_recompute_byte_for_byte(executed_smoke):
 
 
 def test_committed_claims_recompute_from_the_repository():
-    """A fresh clone recomputes every CI and p-value of results/claims.csv from committed files (about 30 s)."""
+    """A fresh clone recomputes every CI and p-value of results/claims.csv from committed files."""
     from cookie_lib.study import verdicts
 
     results = project_root() / "results"

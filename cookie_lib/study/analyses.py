@@ -34,14 +34,10 @@ import pandas as pd
 import statsmodels.formula.api as smf
 from scipy import stats
 
+from .verdicts import reachable_no_effect, satterthwaite_df
+
 FACTORIAL = {"cookie": (1, 1), "no_visual": (0, 1), "no_textual": (1, 0), "cross_modal_only": (0, 0)}
 MAX_SEEDS = 200  # the search for the seeds needed stops here ("> 200")
-
-
-def _df(v_seed_one: float, seeds: int, v_concept: float, n_concepts: int) -> float:
-    vs = v_seed_one / seeds
-    den = vs ** 2 / max(seeds - 1, 1) + v_concept ** 2 / max(n_concepts - 1, 1)
-    return (vs + v_concept) ** 2 / den if den > 0 else float(seeds - 1)
 
 
 def seeds_needed(sigma2: float, v_concept: float, n_concepts: int, effect: float, alpha: float, power: float,
@@ -51,7 +47,7 @@ def seeds_needed(sigma2: float, v_concept: float, n_concepts: int, effect: float
     if effect is None or not effect > 0:
         return None
     for s in range(2, MAX_SEEDS + 1):
-        d = _df(sigma2, s, v_concept, n_concepts)
+        d = satterthwaite_df(sigma2 / s, s, v_concept, n_concepts)
         se = math.sqrt(sigma2 / s + v_concept)
         if equivalence:
             crit = stats.t.ppf(1 - alpha, d) + stats.t.ppf(1 - (1 - power) / 2, d)
@@ -86,7 +82,7 @@ def precision_table(claims: pd.DataFrame, alpha: float = 0.05, power: float = 0.
                      "paper's effect as relative % (points)": eff_rel,
                      "seeds at the paper's effect (relative)": need(eff_rel),
                      "seeds to show no effect": need(float(r.sesoi), True),
-                     "no effect reachable": bool(stats.norm.ppf(1 - level) * math.sqrt(vc) < float(r.sesoi))})
+                     "no effect reachable": reachable_no_effect(vc, float(r.sesoi), level)})
     return pd.DataFrame(rows)
 
 

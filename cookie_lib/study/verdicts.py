@@ -268,10 +268,14 @@ def variance_components(diffs: list[np.ndarray], codes: list[np.ndarray], n_conc
         t, n = _concept_totals(d.mean(axis=0, keepdims=True), c, n_concepts)
         u += (t[0] - d.mean() * n) / d.shape[1] / K
     v_concept = float(n_concepts / max(n_concepts - 1, 1) * (u ** 2).sum())
-    num = (v_seed + v_concept) ** 2
-    den = v_seed ** 2 / max(S - 1, 1) + v_concept ** 2 / max(n_concepts - 1, 1)
     return {"v_seed": v_seed, "v_concept": v_concept, "n_concepts": n_concepts,
-            "df": float(num / den) if den > 0 else float(S - 1), "seed_means": m_s}
+            "df": satterthwaite_df(v_seed, S, v_concept, n_concepts), "seed_means": m_s}
+
+
+def satterthwaite_df(v_seed: float, seeds: int, v_concept: float, n_concepts: int) -> float:
+    """``(v_seed + v_concept)^2 / (v_seed^2 / (S - 1) + v_concept^2 / (C - 1))``; S - 1 when both are 0."""
+    den = v_seed ** 2 / max(seeds - 1, 1) + v_concept ** 2 / max(n_concepts - 1, 1)
+    return float((v_seed + v_concept) ** 2 / den) if den > 0 else float(seeds - 1)
 
 
 def _row_counts(idx: np.ndarray, n: int) -> np.ndarray:
@@ -497,10 +501,10 @@ def claims_table(results, prereg: Mapping | str | Path | None = None, n_resample
                                        "smaller than the paper's read as points" if small[0] else
                                        "smaller than the paper's read as relative %" if small[1] else
                                        "not shown smaller than the paper's")
-        if verdict == "no effect" and not reachable_no_effect(r.v_concept, r.sesoi, alpha / (m_primary if first else 1)):
+        reachable = reachable_no_effect(r.v_concept, r.sesoi, alpha / (m_primary if first else 1))
+        if verdict == "no effect" and not reachable:
             df.loc[idx, "note"] = "no effect reached although the concepts' variance alone should prevent it"
-        elif verdict == "inconclusive" and not reachable_no_effect(r.v_concept, r.sesoi,
-                                                                    alpha / (m_primary if first else 1)):
+        elif verdict == "inconclusive" and not reachable:
             df.loc[idx, "note"] = "no effect is unreachable at this SESOI with this test set (precision analysis)"
         elif verdict == "reproduced" and abs(r["diff"]) < r.sesoi:
             df.loc[idx, "note"] = "significant but smaller than the SESOI"
@@ -633,7 +637,7 @@ def claims_prose(df: pd.DataFrame, alpha: float = 0.05, prereg: Mapping | str | 
                                                              if counts.get(v, 0)]
     n_diff = int(primary.differs.fillna(False).astype(bool).sum()) if "differs" in primary else 0
     lines += [f"Of {len(primary)} primary contrasts (Holm-adjusted, alpha = {alpha}): " + ", ".join(parts)
-              + f"; {n_diff} of them get another verdict under the seed-level sensitivity analysis.", "", CI_NOTE]
+              + f"; {n_diff} of them {'gets' if n_diff == 1 else 'get'} another verdict under the seed-level sensitivity analysis.", "", CI_NOTE]
     for family, title in (("primary", "Primary contrasts (these decide the paper's claims)"),
                           ("secondary", "Secondary contrasts (exploratory: unadjusted p, decide nothing)"),
                           ("sanity", "Sanity checks (cannot fail; not counted as reproduced claims)")):
@@ -688,10 +692,9 @@ def _sentence(r: pd.Series) -> str:
 
 
 # ----------------------------------------------------------------------------- per-query results, committed
-def save_per_query(results, clusters: Mapping[str, Sequence[str]], path: str | Path) -> None:
-    """Every run's per-query lists (float32) and the concept of every query, in one compressed ``.npz``
-    (written atomically): what :func:`claims_table` needs, so the claims recompute from the repository.
-    Keys: ``runs`` (JSON: [[variant, seed or null], ...]), ``r{i}__{list}`` and ``clusters__{list}``."""
+def per_query_arrays(results, clusters: Mapping[str, Sequence[str]]) -> dict[str, np.ndarray]:
+    """What :func:`save_per_query` stores: ``runs`` (JSON: [[variant, seed or null], ...]), ``r{i}__{list}``
+    (float32 per-query values of run i) and ``clusters__{list}`` (the concept of every query)."""
     runs = _runs(results)
     arrays = {"runs": np.array(json.dumps([[v, s] for v, s, _ in runs]))}
     for i, (_, _, pq) in enumerate(runs):
@@ -699,10 +702,17 @@ def save_per_query(results, clusters: Mapping[str, Sequence[str]], path: str | P
             arrays[f"r{i}__{name}"] = np.asarray(values, dtype=np.float32)
     for name, labels in clusters.items():
         arrays[f"clusters__{name}"] = np.asarray([str(x) for x in labels])
+    return arrays
+
+
+def save_per_query(results, clusters: Mapping[str, Sequence[str]], path: str | Path) -> None:
+    """Every run's per-query lists and the concept of every query (:func:`per_query_arrays`) in one
+    compressed ``.npz``, written atomically: what :func:`claims_table` needs, so the claims recompute
+    from the repository."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
+    np.savez_compressed(tmp, **per_query_arrays(results, clusters))
     os.replace(tmp, path)
 
 
@@ -728,15 +738,14 @@ def load_per_query(path: str | Path) -> tuple[list[dict], dict[str, list[str]]]:
     return results, clusters
 
 
-def inputs_digest(per_query_path: str | Path, n_resamples: int, prereg_path: str | Path = DEFAULT_PREREG) -> str:
-    """sha256 over the pre-registration, the number of bootstrap resamples and the per-query file's arrays
-    (values and concepts): what the claims table is a function of. A claims.csv from other inputs is stale."""
+def inputs_digest(arrays: Mapping[str, np.ndarray], n_resamples: int, prereg_path: str | Path = DEFAULT_PREREG) -> str:
+    """sha256 over the pre-registration, the number of bootstrap resamples and the per-query arrays
+    (:func:`per_query_arrays`): what the claims table is a function of. A claims.csv from other inputs is stale."""
     h = hashlib.sha256(Path(prereg_path).read_bytes())
     h.update(f"n_resamples={n_resamples}".encode())
-    with np.load(per_query_path, allow_pickle=False) as z:
-        for key in sorted(z.files):
-            h.update(key.encode())
-            h.update(z[key].tobytes())
+    for key in sorted(arrays):
+        h.update(key.encode())
+        h.update(np.asarray(arrays[key]).tobytes())
     return h.hexdigest()
 
 
@@ -751,10 +760,10 @@ def study_claims(results: pd.DataFrame, csv_path: str | Path, n_resamples: int =
                  clusters: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
     """The claims table of ``results``, computed once and recomputable from the repository.
 
-    Writes ``per_query.npz`` beside ``csv_path`` first (clusters default to ``results.attrs['clusters']``,
-    which :func:`cookie_lib.study.grid.run_study` sets), then computes the table *from that file*, so
-    ``recompute`` on the committed file gives the same bytes. ``csv_path`` (with ``<csv>.digest``) is reused
-    while :func:`inputs_digest` matches. Notebooks 03-06 all read the same table (the whole Holm family)."""
+    When :func:`inputs_digest` of the per-query arrays matches ``<csv>.digest``, the existing files are
+    returned untouched. Otherwise ``per_query.npz`` is written beside ``csv_path`` (clusters default to
+    ``results.attrs['clusters']``, which :func:`cookie_lib.study.grid.run_study` sets) and the table is
+    computed *from that file*, so ``recompute`` on the committed file gives the same bytes. Notebooks 03-06 all read the same table (the whole Holm family)."""
     from ..runtime import atomic_write_text
 
     csv_path = Path(csv_path)
@@ -762,29 +771,30 @@ def study_claims(results: pd.DataFrame, csv_path: str | Path, n_resamples: int =
     if clusters is None:
         raise ValueError("study_claims: no test-concept labels (pass clusters=, or use grid.run_study's frame)")
     pq_path = csv_path.with_name("per_query.npz")
-    save_per_query(results, clusters, pq_path)
     digest_path = csv_path.with_name(csv_path.name + ".digest")
-    digest = inputs_digest(pq_path, n_resamples)
-    if csv_path.exists() and digest_path.exists() and digest_path.read_text().strip() == digest:
-        return pd.read_csv(csv_path)
-    df = recompute(pq_path, n_resamples)
+    digest = inputs_digest(per_query_arrays(results, clusters), n_resamples)
+    if all(p.exists() for p in (csv_path, digest_path, pq_path)) and digest_path.read_text().strip() == digest:
+        return pd.read_csv(csv_path)  # notebooks 04-06 reuse what 03 computed: nothing rewritten
+    save_per_query(results, clusters, pq_path)
+    stored, stored_clusters = load_per_query(pq_path)  # the table is computed from the file, as recompute does
+    df = claims_table(stored, n_resamples=n_resamples, clusters=stored_clusters)
     atomic_write_text(df.to_csv(index=False), csv_path)
-    write_claim_tables(pd.read_csv(csv_path), pq_path)
+    df = pd.read_csv(csv_path)
+    write_claim_tables(df, stored, pq_path.parent)
     atomic_write_text(digest + "\n", digest_path)
-    return pd.read_csv(csv_path)
+    return df
 
 
-def write_claim_tables(claims: pd.DataFrame, per_query_path: str | Path) -> None:
-    """Beside ``claims.csv``: ``claims_by_claim.csv``/``.md`` (one verdict per claim of the paper) and
-    ``table_factorial.csv``/``.md`` (the 2 x 2 analysis of the single-modal losses), both from the same
-    per-query file and pre-registration, so they recompute with the claims."""
-    from .analyses import FACTORIAL_METRICS, factorial_markdown, factorial_table, run_metrics
+def write_claim_tables(claims: pd.DataFrame, results, folder: str | Path) -> None:
+    """Beside ``claims.csv`` in ``folder``: ``claims_by_claim.csv``/``.md`` (one verdict per claim of the
+    paper) and ``table_factorial.csv``/``.md`` (the 2 x 2 analysis of the single-modal losses), both from the
+    per-query ``results`` the claims came from and the same pre-registration."""
     from ..runtime import atomic_write_text
+    from .analyses import FACTORIAL_METRICS, factorial_markdown, factorial_table, run_metrics
     from .report import write_table
 
-    folder = Path(per_query_path).parent
+    folder = Path(folder)
     write_table(claim_verdicts(claims), folder / "claims_by_claim", index=False)
-    results, _ = load_per_query(per_query_path)
     fac = factorial_table(run_metrics(results, load_prereg().get("metrics") or {}, FACTORIAL_METRICS),
                           FACTORIAL_METRICS)
     atomic_write_text(fac.to_csv(index=False), folder / "table_factorial.csv")
