@@ -78,6 +78,10 @@ class TrainConfig:
     eval_every: int = 1  # epochs between validation retrievals
     checkpoint_every: int = 1  # epochs between checkpoints; 0 = only at the end
     max_steps: int = 0  # stop after this many optimiser steps (0 = no limit); for smoke runs and tests
+    # The plateau rule (early stopping): stop once each of the last ``plateau_patience`` epochs gained less than
+    # ``plateau_delta`` points of validation mR (= RSUM / 6); ``epochs`` is then the cap (and the cosine's length).
+    plateau_delta: float = 0.0  # 0 = off: train exactly ``epochs``
+    plateau_patience: int = 2
 
 
 @dataclass
@@ -108,7 +112,8 @@ class Config:
 
 
 # (section, key) of options added after runs were stored: omitted from to_dict() at their default
-OMIT_IF_DEFAULT = (("model", "finetune_visual_blocks"), ("model", "finetune_text_layers"))
+OMIT_IF_DEFAULT = (("model", "finetune_visual_blocks"), ("model", "finetune_text_layers"),
+                   ("train", "plateau_delta"), ("train", "plateau_patience"))
 
 
 def _check_type(key: str, value: Any, annotation: Any) -> Any:
@@ -198,6 +203,9 @@ def validate(cfg: Config) -> Config:
          ">= 1/loss.temperature"),
         ("train.batch_size", t.batch_size >= 2, "an int >= 2 (a contrastive loss needs negatives)"),
         ("train.epochs", t.epochs >= 1, "an int >= 1"),
+        ("train.plateau_delta", t.plateau_delta >= 0, ">= 0 points of validation mR (0 = no early stopping)"),
+        ("train.plateau_patience", t.plateau_patience >= 1, "an int >= 1 (epochs that must each gain < plateau_delta)"),
+        ("train.eval_every", not t.plateau_delta or t.eval_every == 1, "1 when train.plateau_delta > 0 (the rule reads every epoch)"),
         ("train.lr", t.lr > 0, "> 0"),
         ("train.encoder_lr", t.encoder_lr >= 0, ">= 0"),
         ("train.weight_decay", t.weight_decay >= 0, ">= 0"),

@@ -56,6 +56,17 @@ class RunState:
     global_step: int = 0
     history: list[dict] = field(default_factory=list)  # per optimiser step: losses, temperatures, lr
     epochs: list[dict] = field(default_factory=list)  # per epoch: validation metrics, time
+    plateau_epoch: int | None = None  # the epoch after which the plateau rule stopped the run (None: it did not)
+
+
+def plateau_reached(val_mr: list[float], delta: float, patience: int) -> bool:
+    """The plateau rule: each of the last ``patience`` epochs gained less than ``delta`` points of
+    validation mR, i.e. ``mR[e] - mR[e-1] < delta`` for the last ``patience`` values of e (a fall counts as
+    no gain). ``val_mr`` [epochs so far] holds mR = RSUM / 6 after each epoch; False while it is shorter
+    than ``patience + 1`` or when ``delta`` is 0 (the rule is off)."""
+    if not delta or len(val_mr) < patience + 1:
+        return False
+    return all(b - a < delta for a, b in zip(val_mr[-patience - 1:-1], val_mr[-patience:]))
 
 
 def load_corpus(cfg: Config) -> KarpathyCorpus:
@@ -198,7 +209,8 @@ class Trainer:
         interrupted = []
         old = signal.signal(signal.SIGTERM, lambda *_: interrupted.append(True)) if is_main_process() else None
         try:
-            while st.epoch < t.epochs and not (t.max_steps and st.global_step >= t.max_steps):
+            while (st.epoch < t.epochs and st.plateau_epoch is None
+                   and not (t.max_steps and st.global_step >= t.max_steps)):
                 t0 = time.perf_counter()
                 self.step_module.train()
                 order = epoch_batches(len(self.train_feats.records), t.seed, st.epoch, t.batch_size * self.world)
@@ -223,6 +235,13 @@ class Trainer:
                 if st.epoch % t.eval_every == 0 or st.epoch == t.epochs:
                     metrics = self.evaluate() if is_main_process() else {}
                     st.epochs.append({"epoch": finished + 1, "seconds": time.perf_counter() - t0, **metrics})
+                    if is_main_process() and plateau_reached([e["rsum"] / 6 for e in st.epochs], t.plateau_delta,
+                                                             t.plateau_patience):
+                        st.plateau_epoch = st.epoch  # every rank stops: the rule's input is broadcast below
+                if self.world > 1 and t.plateau_delta:
+                    flag = [st.plateau_epoch]
+                    dist.broadcast_object_list(flag, src=0)
+                    st.plateau_epoch = flag[0]
                 if t.checkpoint_every and st.epoch % t.checkpoint_every == 0:
                     self.save_checkpoint()
         except KeyboardInterrupt:

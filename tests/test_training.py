@@ -211,3 +211,26 @@ def test_kill_9_then_resume_equals_uninterrupted_run(tmp_path, corpus):
     mb = json.loads((tmp_path / "ref" / "metrics.json").read_text())
     assert _no_time([ma["final"]]) == _no_time([mb["final"]]) and "rsum" in ma["final"]
     assert _no_time(ma["epochs"]) == _no_time(mb["epochs"])
+
+
+def test_plateau_rule_gains():
+    """The rule stops after `patience` epochs that each gained < delta (a fall counts as no gain)."""
+    from cookie_lib.train import plateau_reached
+
+    assert not plateau_reached([10.0, 12.0, 12.05], 0.1, 2)          # one small gain is not enough
+    assert plateau_reached([10.0, 12.0, 12.05, 12.1], 0.1, 2)        # two gains of 0.05
+    assert plateau_reached([10.0, 12.0, 11.5, 11.55], 0.1, 2)        # a fall, then a small gain
+    assert not plateau_reached([10.0, 12.0, 12.05, 12.3], 0.1, 2)    # the last epoch still gains 0.25
+    assert not plateau_reached([10.0, 10.0, 10.0], 0.0, 2)           # delta 0: the rule is off
+    assert plateau_reached([10.0, 10.05], 0.1, 1)
+
+
+def test_trainer_stops_at_the_plateau_and_records_it(tmp_path, corpus):
+    """With a huge delta every epoch 'gains too little': the run stops after patience + 1 epochs, before
+    the cap, and the state says where; the epochs it did train equal a run without the rule."""
+    stopped = _run(tmp_path, corpus, "stopped", **{"train.epochs": 4, "train.plateau_delta": 1000.0,
+                                                   "train.plateau_patience": 1}).state
+    assert stopped.plateau_epoch == 2 and len(stopped.epochs) == 2
+    full = _run(tmp_path, corpus, "full", **{"train.epochs": 4}).state
+    assert full.plateau_epoch is None and len(full.epochs) == 4
+    assert [e["rsum"] for e in stopped.epochs] == [e["rsum"] for e in full.epochs[:2]]

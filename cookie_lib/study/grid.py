@@ -126,7 +126,7 @@ def run_one(profile: str, variant: str, seed: int, corpus: KarpathyCorpus | None
     state = trainer.run(resume=True)
     metrics, per_query = downstream_suite(profile, cfg, progress).evaluate(trainer.model, trainer.device)
     result = manifest(cfg.to_dict(), variant=variant, seed=seed, test=metrics, per_query=per_query,
-                      val_epochs=state.epochs, history=state.history,
+                      val_epochs=state.epochs, history=state.history, plateau_epoch=state.plateau_epoch,
                       train_seconds=sum(e["seconds"] for e in state.epochs))
     atomic_write_json(result, done)
     return result
