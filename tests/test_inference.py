@@ -109,10 +109,13 @@ def test_claim_level_rule(table):
               {"id": "rep", "claim": "", "contrasts": ["X1", "X3"]},
               {"id": "con", "claim": "", "contrasts": ["X2", "X4"]},
               {"id": "none", "claim": "", "contrasts": ["X4"]},
-              {"id": "inc", "claim": "", "contrasts": ["X3", "X4"]}]
+              {"id": "inc", "claim": "", "contrasts": ["X3", "X4"]},
+              # rule "all": a gain must beat every comparator, so one undecided contrast leaves it open
+              {"id": "all_open", "claim": "", "contrasts": ["X1", "X3"], "rule": "all"},
+              {"id": "all_rep", "claim": "", "contrasts": ["X1"], "rule": "all"}]
     got = V.claim_verdicts(fake, {"claims": claims}).set_index("claim_id").verdict.to_dict()
     assert got == {"mixed": "mixed", "rep": "reproduced", "con": "contradicted", "none": "no effect",
-                   "inc": "inconclusive"}
+                   "inc": "inconclusive", "all_open": "inconclusive", "all_rep": "reproduced"}
 
 
 def test_per_query_file_recomputes_the_table_byte_for_byte(table, tmp_path):

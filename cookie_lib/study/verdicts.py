@@ -146,6 +146,8 @@ def validate_prereg(prereg: Mapping, source: str = "pre-registration") -> None:
         bad = [i for i in cl["contrasts"] if i not in primary]
         if bad:
             raise ValueError(f"{source}: claim {cl['id']}: {bad} are not primary contrasts")
+        if cl.get("rule", "any") not in CLAIM_RULES:
+            raise ValueError(f"{source}: claim {cl['id']}: rule {cl['rule']!r} is not one of {CLAIM_RULES}")
 
 
 def metric_lists(prereg: Mapping, metric: str) -> list[str]:
@@ -518,9 +520,13 @@ def reachable_no_effect(v_concept: float, sesoi: float, alpha: float) -> bool:
     return bool(stats.norm.ppf(1 - alpha) * math.sqrt(max(v_concept, 0.0)) < sesoi)
 
 
+CLAIM_RULES = ("any", "all")
+
+
 def claim_verdicts(df: pd.DataFrame, prereg: Mapping | str | Path | None = None) -> pd.DataFrame:
     """One verdict per claim of the paper (``prereg['claims']``), from the primary verdicts of its contrasts,
-    by the pre-registered rule: *reproduced* = at least one contrast reproduced and none contradicted;
+    by the pre-registered rule: *reproduced* = at least one contrast reproduced and none contradicted
+    (a claim with ``rule: all``: every contrast reproduced, as when a gain must beat two comparators);
     *contradicted* = at least one contradicted and none reproduced; *mixed* = both; *no effect* = every
     contrast no effect; *inconclusive* otherwise; *not run* when a contrast did not run (*insufficient
     seeds* when one has too few). A claim whose contrasts with a stated size are all smaller than the
@@ -542,7 +548,7 @@ def claim_verdicts(df: pd.DataFrame, prereg: Mapping | str | Path | None = None)
             verdict = TOO_FEW_SEEDS
         elif "reproduced" in v and "contradicted" in v:
             verdict = "mixed"
-        elif "reproduced" in v:
+        elif "reproduced" in v and (cl.get("rule", "any") == "any" or set(v) == {"reproduced"}):
             verdict = "reproduced"
         elif "contradicted" in v:
             verdict = "contradicted"
