@@ -5,12 +5,23 @@ hold only the values that differ from the defaults below; every default carries 
 :func:`load_config` merges a profile with dotted overrides (``{"loss.visual": 0.0}``) and validates
 the result: an unknown key, a wrong type or an impossible value raises :class:`ConfigError` naming the
 key and the allowed values, before any data is read or any model is built.
+
+This module is the one reader of profiles: the name-to-file rule (:func:`profile_path`), the YAML typing
+(:func:`yaml_value`), the split into training config and run-level keys (:func:`split_profile`; the study's
+typed view of the run-level keys is :mod:`cookie_lib.study.profile`) and the one override syntax of every
+command line, ``--set key.sub=value`` (:func:`parse_overrides`, :func:`add_override_argument`)::
+
+    python -m cookie_lib.train --profile smoke --out runs/x --set loss.visual=0 train.lr=1e-3 data.image_root=
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import dataclasses
+import json
+import re
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -238,48 +249,140 @@ def _get(cfg: Config, dotted: str) -> Any:
     return obj
 
 
-def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node = tree
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"override {dotted!r}: {part!r} is not a section")
-    node[parts[-1]] = value
-
-
 def config_from_dict(values: dict | None = None, overrides: dict | None = None) -> Config:
     """Build and validate a Config from nested ``values`` plus dotted ``overrides``."""
-    tree = copy.deepcopy(values or {})
-    for key, value in (overrides or {}).items():
-        _set_dotted(tree, key, value)
-    return validate(_build(Config, tree, ""))
+    return validate(_build(Config, apply_overrides(values or {}, overrides), ""))
+
+
+# ----------------------------------------------------------------------------- profiles and overrides
+# One reader for every command line and notebook: a profile name or path -> a file (profile_path), the file ->
+# a mapping (read_profile), the mapping -> training config + run-level keys (split_profile), "key.sub=value"
+# strings -> typed overrides (parse_overrides), overrides -> the mapping they change (apply_overrides).
+PROFILES_DIR = "profiles"  # bare profile names are files in this folder of the project root
+CONFIG_KEY = "config"  # a profile's training config sits under this key; the other top-level keys are run-level
+SECTIONS = tuple(f.name for f in dataclasses.fields(Config))  # model, loss, train, data
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, plus YAML 1.2 exponent floats: ``1e-5`` is a float, not the string YAML 1.1 makes it."""
+
+
+_YamlLoader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                  re.compile(r"^[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def yaml_value(text: str) -> Any:
+    """``text`` read as YAML, typed the same way in profile files and in overrides (yaml.YAMLError if it is not)."""
+    return yaml.load(text, Loader=_YamlLoader)
+
+
+def profile_path(profile: str | Path) -> Path:
+    """The file of a profile: ``profiles/NAME.yaml`` of the project root for a bare name (no suffix); a path
+    as given when it is absolute or exists from the working directory, else relative to the project root."""
+    p = Path(profile)
+    if not p.suffix:
+        return project_root() / PROFILES_DIR / f"{p}.yaml"
+    if p.is_absolute() or p.exists():
+        return p.absolute()
+    return project_root() / p
 
 
 def read_profile(profile: str | Path) -> tuple[Path, dict]:
-    """``(path, mapping)`` of ``profiles/NAME.yaml`` (a bare name) or a path (relative = to the project root);
-    ConfigError naming the file when it is missing, not YAML, or not a mapping."""
-    path = Path(profile)
-    if not path.suffix:
-        path = project_root() / "profiles" / f"{profile}.yaml"
-    elif not path.is_absolute() and not path.exists():
-        path = project_root() / path
+    """``(path, mapping)`` of a profile (see :func:`profile_path`); ConfigError naming the file when it is
+    missing, not YAML, or not a mapping."""
+    path = profile_path(profile)
     if not path.exists():
         raise ConfigError(f"profile {str(path)!r} does not exist")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml_value(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"profile {str(path)!r} is not valid YAML: {err}") from None
+        raise ConfigError(f"profile {str(path)!r} is not valid YAML: {_yaml_problem(err)}") from None
     if not isinstance(values, dict):
-        raise ConfigError(f"profile {str(path)!r} must be a YAML mapping (optionally under 'config:'), "
+        raise ConfigError(f"profile {str(path)!r} must be a YAML mapping (optionally under '{CONFIG_KEY}:'), "
                           f"got {type(values).__name__}")
     return path, values
 
 
+def split_profile(values: dict, where: str = "profile") -> tuple[dict, dict]:
+    """A profile's mapping -> ``(training config, run-level keys)``.
+
+    The training config sits under ``config:`` and the run-level keys beside it; a mapping without ``config:``
+    is a bare training config when every key is a section (model, loss, train, data), else run-level keys only.
+    Sections beside run-level keys without ``config:`` are a ConfigError naming ``where``."""
+    if CONFIG_KEY in values:
+        return values[CONFIG_KEY] or {}, {k: v for k, v in values.items() if k != CONFIG_KEY}
+    sections = [k for k in values if k in SECTIONS]
+    if sections and len(sections) < len(values):
+        others = sorted((k for k in values if k not in SECTIONS), key=str)
+        raise ConfigError(f"{where}: training sections {sections} beside run-level key(s) {others}; "
+                          f"put the training settings under '{CONFIG_KEY}:'")
+    return (values, {}) if sections else ({}, values)
+
+
 def load_config(profile: str | Path | None = None, overrides: dict | None = None) -> Config:
     """Load ``profiles/NAME.yaml`` (or a path) and apply dotted overrides; validated."""
-    values = {} if profile is None else read_profile(profile)[1]
-    return config_from_dict(values.get("config", values), overrides)  # run-level keys may sit beside "config"
+    if profile is None:
+        return config_from_dict({}, overrides)
+    path, values = read_profile(profile)
+    return config_from_dict(split_profile(values, str(path))[0], overrides)
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """``["key.sub=VALUE", ...]`` -> ``{"key.sub": value}``: the one override syntax of every command line.
+
+    VALUE is read as YAML (:func:`yaml_value`: ``0.5``, ``1e-5``, ``false``, ``[1, 2]``). An empty VALUE is
+    the empty string, not YAML's null: ``--set data.image_root=""`` reaches Python as ``data.image_root=`` once
+    the shell has removed the quotes. Keys are checked where the overrides are applied (an unknown key is a
+    ConfigError naming it); a later item of the same key wins.
+    """
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        try:
+            out[key] = yaml_value(text) if text.strip() else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({_yaml_problem(err)})") from None
+    return out
+
+
+def format_overrides(overrides: dict[str, Any]) -> list[str]:
+    """The inverse of :func:`parse_overrides`: ``{"train.lr": 1e-4}`` -> ``["train.lr=0.0001"]`` (values as
+    JSON, which reads back as the same YAML value), to hand overrides to a child command line."""
+    return [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
+
+
+def add_override_argument(parser: argparse.ArgumentParser) -> None:
+    """``--set KEY=VALUE ...`` on a command line, read with :func:`parse_overrides` (repeatable: the flags add up)."""
+    parser.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
+                        help="dotted config overrides, e.g. loss.visual=0 train.lr=1e-3 (VALUE is YAML; "
+                             "an empty VALUE is the empty string)")
+
+
+def apply_overrides(values: dict, overrides: dict | None) -> dict:
+    """A deep copy of the nested mapping ``values`` with each dotted key of ``overrides`` set (``"a.b": v``
+    sets ``values["a"]["b"]``; an undotted key sets a top-level key); ConfigError when a dotted key runs
+    through a value that is not a section."""
+    tree = copy.deepcopy(values)
+    if overrides and not isinstance(tree, dict):
+        raise ConfigError(f"overrides {list(overrides)} need a mapping to change, got {type(values).__name__}")
+    for dotted, value in (overrides or {}).items():
+        *sections, leaf = dotted.split(".")
+        node = tree
+        for part in sections:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {dotted!r}: {part!r} is not a section")
+        node[leaf] = value
+    return tree
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error in one line (PyYAML's own message spans several)."""
+    mark = getattr(err, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{getattr(err, 'problem', None) or type(err).__name__}{where}"
 
 
 def project_root() -> Path:

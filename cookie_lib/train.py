@@ -31,7 +31,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from .config import Config, ConfigError, load_config, resolve_path
+from .config import Config, add_override_argument, load_config, parse_overrides, resolve_path
 from .data import KarpathyCorpus, load_karpathy, validate_karpathy
 from .evaluate import evaluate_split
 from .features import ImageTokens, SplitFeatures, TextTokens, split_features
@@ -264,31 +264,15 @@ class Trainer:
         return summary
 
 
-def _parse_overrides(items: list[str]) -> dict:
-    """``["a.b=VALUE", ...]`` -> ``{"a.b": value}``, each VALUE parsed as YAML (``0.5``, ``false``, ``[1, 2]``).
-
-    An empty VALUE is the empty string, not YAML's null: ``--set data.image_root=""`` reaches Python as
-    ``data.image_root=`` once the shell has removed the quotes.
-    """
-    import yaml
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        k, v = item.split("=", 1)
-        out[k] = yaml.safe_load(v) if v.strip() else ""
-    return out
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Pretrain COOKIE (see module docstring).")
     p.add_argument("--profile", default=None, help="profiles/NAME.yaml or a path")
     p.add_argument("--out", required=True, help="run folder (checkpoint.pt, metrics.json)")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="dotted overrides, e.g. loss.visual=0")
+    add_override_argument(p)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
-    cfg = load_config(a.profile, _parse_overrides(a.set))
+    cfg = load_config(a.profile, parse_overrides(a.set))
     # one writer per run folder, checked before any data is read (under torchrun only rank 0 writes)
     with RunLock(a.out) if int(os.environ.get("RANK", 0)) == 0 else nullcontext():
         trainer = Trainer(cfg, a.out, progress=not a.no_progress)

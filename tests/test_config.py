@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from cookie_lib.config import Config, ConfigError, config_from_dict, load_config
+from cookie_lib.config import Config, ConfigError, config_from_dict, load_config, parse_overrides
 
 from conftest import EMOJI, ROOT
 
@@ -82,8 +82,7 @@ def test_valid_override_round_trips():
     again = config_from_dict(cfg.to_dict())
     assert again == cfg and again.to_dict() == cfg.to_dict()
     assert config_from_dict() == Config()
-    from cookie_lib.train import _parse_overrides
-    assert _parse_overrides(["loss.visual=0.5", "model.shared=false", "data.cache_dir=data/.cache/x"]) == \
+    assert parse_overrides(["loss.visual=0.5", "model.shared=false", "data.cache_dir=data/.cache/x"]) == \
         {"loss.visual": 0.5, "model.shared": False, "data.cache_dir": "data/.cache/x"}
 
 

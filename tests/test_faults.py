@@ -25,12 +25,12 @@ import pytest
 import torch
 
 from cookie_lib import runtime
-from cookie_lib.config import ConfigError, load_config, resolve_path
+from cookie_lib.config import ConfigError, load_config, parse_overrides, resolve_path
 from cookie_lib.data import DataValidationError
 from cookie_lib.features import _load_cache, cache_key, encode_texts, split_texts
 from cookie_lib.runtime import (AtomicWriteError, CheckpointError, RunFolderLockedError, RunLock, atomic_save,
                                 atomic_write_json, atomic_write_text, cli)
-from cookie_lib.train import Trainer, _parse_overrides, load_corpus
+from cookie_lib.train import Trainer, load_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -294,11 +294,11 @@ def test_train_command_line_config_error_is_one_line_exit_2(tmp_path):
 # ----------------------------------------------------------------------------- 8. --set key= is the empty string
 def test_empty_override_is_the_empty_string_not_none():
     # the shell turns --set data.image_root="" into data.image_root=; from Python the quotes may arrive
-    assert _parse_overrides(["data.image_root=", 'data.cache_dir=""', "train.max_steps=0"]) == \
+    assert parse_overrides(["data.image_root=", 'data.cache_dir=""', "train.max_steps=0"]) == \
         {"data.image_root": "", "data.cache_dir": "", "train.max_steps": 0}
-    assert load_config("smoke", _parse_overrides(["data.image_root="])).data.image_root == ""
+    assert load_config("smoke", parse_overrides(["data.image_root="])).data.image_root == ""
     with pytest.raises(ConfigError, match="key=value"):
-        _parse_overrides(["data.image_root"])
+        parse_overrides(["data.image_root"])
 
 
 # ----------------------------------------------------------------------------- 9. evaluate and search: one validation path

@@ -57,7 +57,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import Config, config_from_dict, load_config, resolve_path
+from ..config import Config, add_override_argument, config_from_dict, load_config, parse_overrides, resolve_path
 from ..features import ImageTokens, SplitFeatures, split_features
 from ..model import CookieModel, HeadStack, masked_mean
 from ..runtime import atomic_save, atomic_write_json, atomic_write_text, manifest, pick_device, seed_everything
@@ -583,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     tb = sub.add_parser("table", help="speed/accuracy table + figure of a trained cross-encoder on the test split")
     for a in (tr, tb):
         a.add_argument("--profile", default="default")
-        a.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+        add_override_argument(a)
         a.add_argument("--out", required=True)
         a.add_argument("--seed", type=int, default=0)
     tr.add_argument("--cookie", required=True, help="the trained COOKIE run folder of the same seed")
@@ -591,9 +591,7 @@ def main(argv: list[str] | None = None) -> int:
     tb.add_argument("--onestream", required=True, help="onestream.pt from the train command")
     tb.add_argument("--n-exhaustive", type=int, default=100)
     a = p.parse_args(argv)
-    import yaml
-    overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in a.set)}
-    cfg = load_config(a.profile, overrides)
+    cfg = load_config(a.profile, parse_overrides(a.set))
     if a.cmd == "train":
         res = train_onestream(cfg, a.out, a.seed, cookie=a.cookie, steps=a.steps)
         print(f"cross-encoder: {res['steps']} steps in {res['train_seconds']:.1f} s; val R@1 (re-rank top {VAL_K}) "
