@@ -23,12 +23,10 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
+from .errors import DataValidationError  # re-exported: defined with the other user errors
+
 
 KNOWN_SPLITS = ("train", "val", "test", "restval")  # Karpathy's names; "restval" is training data (COCO)
-
-
-class DataValidationError(ValueError):
-    """A corpus failed validation; the message lists every problem found (file and record named)."""
 
 
 @dataclass(frozen=True)

@@ -360,11 +360,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="study (default): each distinct caption once; karpathy: every caption of every image")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     a = p.parse_args(argv)
-    from .runtime import user_errors
+    from .errors import USER_ERRORS
 
     try:
         result = evaluate_model(a.model, a.run, a.split, a.device, a.dataset, a.image_root, a.protocol)
-    except (FileNotFoundError, ValueError, *user_errors()) as err:
+    except (FileNotFoundError, ValueError, *USER_ERRORS) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     out = Path(a.out) if a.out else (Path(a.run) / f"eval_{a.split}.json" if a.run else None)

@@ -23,45 +23,21 @@ from typing import Any, Callable
 
 import numpy as np
 
-
-# ----------------------------------------------------------------------------- errors a user can act on
-class RunFolderLockedError(RuntimeError):
-    """Another process holds the run folder's lock (see :class:`RunLock`)."""
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be used for ``--resume``: unreadable, or written with another config."""
-
-
-class AtomicWriteError(OSError):
-    """Writing a file failed (e.g. ENOSPC); the previous version of the file is untouched.
-
-    Keeps the errno of the underlying OSError; ``filename`` is the destination path.
-    """
-
-    def __str__(self) -> str:  # the message already names the file; OSError's default repeats it
-        return str(self.strerror)
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions whose message is the whole story: a command line prints ``error: <message>`` for them."""
-    # imported here: config/data must not depend on runtime being importable first, and data.py's CLI is light
-    from .config import ConfigError
-    from .data import DataValidationError
-    return ConfigError, DataValidationError, RunFolderLockedError, CheckpointError, AtomicWriteError
+# the run errors are re-exported here, where they are raised (defined in cookie_lib.errors)
+from .errors import USER_ERRORS, AtomicWriteError, CheckpointError, ConfigError, RunFolderLockedError  # noqa: F401
 
 
 def cli(main: Callable[[], int | None]) -> None:
     """Run a command-line ``main()`` and exit with its status.
 
-    Errors in :func:`user_errors` print one line ``error: <message>`` to stderr and exit with status 2 (the
-    conventional status for bad usage, as argparse uses); anything else propagates with its traceback,
+    Errors in :data:`cookie_lib.errors.USER_ERRORS` print one line ``error: <message>`` to stderr and exit
+    with status 2 (the conventional status for bad usage, as argparse uses); anything else propagates with its traceback,
     because it is a bug or an environment problem that the traceback helps to find.
     Usage, in each entry point: ``if __name__ == "__main__": cli(main)``.
     """
     try:
         status = main()
-    except user_errors() as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     raise SystemExit(status or 0)
@@ -85,12 +61,16 @@ def _create_beside(path: Path) -> tuple[int, Path]:
 
 
 @contextmanager
-def _atomic_path(path: Path):
+def atomic_path(path: Path):
     """Yield a temporary path beside ``path``; on success rename it over ``path`` (atomic on POSIX).
 
+        with atomic_path(dest) as tmp:   # any writer that takes a path (torch.save, fig.savefig, ...)
+            fig.savefig(tmp, format="png")
+
     The data is fsync'ed before the rename, so a crash right after cannot leave an empty file under the
-    final name (and a full disk that the file system reports only at flush time fails here, not later). On any failure (a full disk: ENOSPC) the temporary file is removed, ``path`` keeps its
-    previous content, and an :class:`AtomicWriteError` naming ``path`` is raised.
+    final name (and a full disk that the file system reports only at flush time fails here, not later).
+    On any failure (a full disk: ENOSPC) the temporary file is removed, ``path`` keeps its previous
+    content, and an :class:`AtomicWriteError` naming ``path`` is raised.
     """
     path, tmp = Path(path), None
     try:
@@ -114,12 +94,12 @@ def _atomic_path(path: Path):
 def atomic_save(obj: Any, path: Path) -> None:
     """torch.save that never leaves a truncated file behind."""
     import torch
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
 
 def atomic_write_text(text: str, path: Path) -> None:
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         tmp.write_text(text)
 
 
@@ -190,8 +170,6 @@ def pick_device(name: str = "auto") -> "torch.device":
     """"auto" -> cuda when available, else cpu; any other name is checked (ConfigError, one line, when the
     name is not a device or names a CUDA device this machine does not have)."""
     import torch
-
-    from .config import ConfigError
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

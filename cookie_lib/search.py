@@ -39,7 +39,7 @@ from .data import load_karpathy, validated_split
 from .evaluate import embed_split, load_run
 from .features import load_image, split_features
 from .model import build_encoders
-from .runtime import _atomic_path, atomic_save, git_commit
+from .runtime import atomic_path, atomic_save, git_commit
 
 DEFAULT_MODEL = "results/model/cookie.pt"  # where run_all.sh is expected to export the best committed run
 DEFAULT_CORPORA = ("data/emoji/dataset_emoji.json", "data/fixture_emoji/dataset_emoji.json")
@@ -295,7 +295,7 @@ def save_sheet(result: SearchResult, path: str | Path) -> Path:
     path = Path(path)
     fig = contact_sheet(result)
     try:
-        with _atomic_path(path) as tmp:
+        with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     finally:
         plt.close(fig)
