@@ -19,11 +19,15 @@ import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
 from tqdm import tqdm
 
 from .errors import DataValidationError  # re-exported: defined with the other user errors
+
+if TYPE_CHECKING:
+    from .config import Config
 
 
 KNOWN_SPLITS = ("train", "val", "test", "restval")  # Karpathy's names; "restval" is training data (COCO)
@@ -217,6 +221,20 @@ def validated_split(json_path, image_root=None, split: str = "test", max_caption
     return corpus, corpus.split(split)
 
 
+def load_corpus(cfg: "Config") -> KarpathyCorpus:
+    """The corpus of a run config: ``data.dataset`` (images under ``data.image_root``, default beside the
+    JSON), validated first (:func:`validate_karpathy`: every file, every image; it keeps its own default of
+    5 captions per image) when ``data.validate`` is on, else read as it is with the first
+    ``data.max_captions`` captions of each image."""
+    from .config import resolve_path
+
+    path = resolve_path(cfg.data.dataset)
+    root = resolve_path(cfg.data.image_root) if cfg.data.image_root else None
+    if cfg.data.validate:
+        return validate_karpathy(path, root)
+    return load_karpathy(path, root, max_captions=cfg.data.max_captions)
+
+
 def coco_1k_folds(records) -> list[list[ImageRecord]]:
     """The MSCOCO "1K" protocol: 5 folds of 1,000 consecutive images of the 5,000-image test split."""
     records = list(records)
@@ -225,12 +243,14 @@ def coco_1k_folds(records) -> list[list[ImageRecord]]:
     return [records[i:i + 1000] for i in range(0, 5000, 1000)]
 
 
-def text_matching_set(records, query_kind="cldr_label", candidate_kind="cldr_keywords"):
+def text_matching_set(records, query_kind: str, candidate_kind: str):
     """(query_texts, query_keys, candidate_texts, candidate_keys) for text->text matching.
 
     One query (the first caption of ``query_kind``) and one candidate (first of ``candidate_kind``)
-    per key, in order of first appearance (queries only for keys that have a candidate); all images of a key share captions, so the first record
-    with the kind is used. Positives are texts with the same key.
+    per key, in order of first appearance (queries only for keys that have a candidate); all images of a
+    key share captions, so the first record with the kind is used. Positives are texts with the same key.
+    The kinds are the corpus's own (e.g. the emoji corpus's label -> keywords task: see
+    :data:`cookie_lib.evaluate.TEXT_MATCHING_KINDS`). ValueError when no caption has one of the kinds.
     """
     found = {query_kind: {}, candidate_kind: {}}
     for r in records:

@@ -52,6 +52,10 @@ from .metrics import (caption_pairs, coco_1k, cross_modal_pair_ranks, cross_moda
 from .model import CookieModel, TextEncoder, VisualEncoder
 from .runtime import atomic_write_json, manifest, pick_device
 
+# (query kind, candidate kind) of the text -> text matching task (txt_* metrics), run on any corpus whose
+# captions carry these kinds: the emoji corpus's CLDR label -> its CLDR keyword list (both human-written)
+TEXT_MATCHING_KINDS = ("cldr_label", "cldr_keywords")
+
 
 @torch.no_grad()
 def embed_split(model: CookieModel, feats: SplitFeatures, device: torch.device, image_encoder=None,
@@ -80,7 +84,7 @@ def unimodal_metrics(img: torch.Tensor, txt: torch.Tensor, feats: SplitFeatures)
         ir = image_retrieval(img, keys, classes)
         out.update({f"img_{k}": v for k, v in ir.items()})
     try:
-        q_texts, q_keys, c_texts, c_keys = text_matching_set(records)
+        q_texts, q_keys, c_texts, c_keys = text_matching_set(records, *TEXT_MATCHING_KINDS)
     except ValueError:
         return out  # e.g. COCO: captions carry no "kind", so there is no text-matching set
     row = {t: i for i, t in enumerate(feats.texts)}

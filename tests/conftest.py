@@ -30,7 +30,7 @@ def smoke_corpus():
     """The validated smoke corpus, loaded once; also builds the smoke train/val feature cache if missing."""
     from cookie_lib.config import load_config, resolve_path
     from cookie_lib.features import split_features
-    from cookie_lib.train import load_corpus
+    from cookie_lib.data import load_corpus
 
     cfg = load_config("smoke")
     corpus = load_corpus(cfg)

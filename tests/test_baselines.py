@@ -29,7 +29,7 @@ def test_the_studys_choice_equals_frozen_baseline(table):
     from cookie_lib.features import split_features
     from cookie_lib.study.downstream import frozen_baseline
     from cookie_lib.study.grid import _whole_network_images, downstream_suite
-    from cookie_lib.train import load_corpus
+    from cookie_lib.data import load_corpus
 
     cfg = load_config("smoke")
     corpus = load_corpus(cfg)

@@ -75,7 +75,7 @@ def test_emoji_fixture_is_valid_and_splits_are_by_concept():
 
 def test_text_matching_set():
     recs = D.load_karpathy(EMOJI).records
-    qt, qk, ct, ck = D.text_matching_set(recs)
+    qt, qk, ct, ck = D.text_matching_set(recs, "cldr_label", "cldr_keywords")
     assert len(qk) == len(set(qk)) == len({r.key for r in recs}) and len(ck) == len(set(ck))
     first = {}
     for r in recs:
@@ -83,7 +83,7 @@ def test_text_matching_set():
     assert qt == [first[k].captions[first[k].caption_kinds.index("cldr_label")] for k in qk]
     assert "," in ct[0] or len(ct[0].split()) >= 1
     with pytest.raises(ValueError, match="cldr_label"):
-        D.text_matching_set(D.load_karpathy(COCO).records)
+        D.text_matching_set(D.load_karpathy(COCO).records, "cldr_label", "cldr_keywords")
 
 
 def test_coco_1k_folds():

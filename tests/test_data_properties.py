@@ -35,7 +35,7 @@ def _check(tmp_path: Path, data) -> None:
     records = corpus.split("train")
     {(r.key, r.subgroup, r.group) for r in records}
     try:
-        text_matching_set(records)
+        text_matching_set(records, "cldr_label", "cldr_keywords")
     except ValueError as err:  # a kind missing everywhere is reported, by name
         assert "kind" in str(err)
 

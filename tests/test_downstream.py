@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from cookie_lib.config import load_config
 from cookie_lib.data import ImageRecord, load_karpathy, text_matching_set
+from cookie_lib.evaluate import TEXT_MATCHING_KINDS
 from cookie_lib.features import SplitFeatures, key_ids, split_texts
 from cookie_lib.metrics import (cross_modal_pair_ranks, cross_modal_retrieval, image_retrieval, key_pairs,
                                 pair_average_precision, pair_ranks, text_matching)
@@ -211,7 +212,7 @@ def test_per_query_means_equal_metrics_and_match_aggregates(tmp_path):
     ir = image_retrieval(emb["emoji_img"], [r.key for r in feats.records], [r.subgroup for r in feats.records])
     assert (m["img_r1"], m["img_map"]) == pytest.approx((ir["r1"], ir["map"]))
     assert len(per["img_r1"]) == ir["n_queries"]
-    q_t, q_k, c_t, c_k = text_matching_set(feats.records)
+    q_t, q_k, c_t, c_k = text_matching_set(feats.records, *TEXT_MATCHING_KINDS)
     row = {t: i for i, t in enumerate(feats.texts)}
     tm = text_matching(emb["emoji_txt"][[row[t] for t in q_t]], emb["emoji_txt"][[row[t] for t in c_t]], q_k, c_k)
     assert (m["txt_r1"], m["txt_mrr"]) == pytest.approx((tm["r1"], tm["mrr"]))

@@ -26,11 +26,11 @@ import torch
 
 from cookie_lib import runtime
 from cookie_lib.config import ConfigError, load_config, parse_overrides, resolve_path
-from cookie_lib.data import DataValidationError
+from cookie_lib.data import DataValidationError, load_corpus
 from cookie_lib.features import _load_cache, cache_key, encode_texts, split_texts
 from cookie_lib.runtime import (AtomicWriteError, CheckpointError, RunFolderLockedError, RunLock, atomic_save,
                                 atomic_write_json, atomic_write_text, cli)
-from cookie_lib.train import Trainer, load_corpus
+from cookie_lib.train import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}

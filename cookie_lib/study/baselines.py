@@ -106,7 +106,7 @@ def profile_table(profile: str) -> pd.DataFrame:
     pre-training corpus, with the layer the profile's models read and the whole CNN."""
     from ..config import load_config, resolve_path
     from ..features import split_features
-    from ..train import load_corpus
+    from ..data import load_corpus
     from .grid import _whole_network_images, downstream_suite
     from .profile import load_run_profile
 

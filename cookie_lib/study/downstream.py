@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from ..config import Config, resolve_path
 from ..data import ImageRecord, load_karpathy, text_matching_set
-from ..evaluate import embed_split
+from ..evaluate import TEXT_MATCHING_KINDS, embed_split
 from ..features import SplitFeatures, encode_texts, split_features
 from ..metrics import caption_pairs, cross_modal_pair_ranks, key_pairs, pair_average_precision, pair_ranks
 from ..model import TextEncoder, masked_mean
@@ -318,7 +318,7 @@ class DownstreamSuite:
     def _label_keywords(feats: SplitFeatures) -> tuple[torch.Tensor, list[str], torch.Tensor, list[str]] | None:
         """Rows of feats.texts for the CLDR label -> keywords task (None when the corpus has no such kinds)."""
         try:
-            q_texts, q_keys, c_texts, c_keys = text_matching_set(feats.records)
+            q_texts, q_keys, c_texts, c_keys = text_matching_set(feats.records, *TEXT_MATCHING_KINDS)
         except ValueError as e:
             warnings.warn(f"emoji corpus has no label -> keywords task ({e}); txt_* metrics are skipped")
             return None

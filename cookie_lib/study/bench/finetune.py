@@ -33,8 +33,9 @@ from pathlib import Path
 import torch
 
 from ...config import load_config
+from ...data import load_corpus
 from ...step import epoch_batches, step_generator
-from ...train import Trainer, load_corpus
+from ...train import Trainer
 from .timing import count_flops, matmul_ceiling, timed
 
 
