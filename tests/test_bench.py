@@ -174,20 +174,3 @@ def test_onestream_gpu_script_runs_on_cpu(tmp_path):
     data = json.loads(out.read_text())
     assert data["device_name"] == "cpu" and data["n_captions"] == 25
     assert [r["pairs"] for r in data["runs"]["one-stream"]] == [125, 125]
-
-
-# ----------------------------------------------------------------------------- evaluation at scale
-def test_metrics_gather_path_equals_mask_path(monkeypatch):
-    """cross_modal_retrieval reads positive scores by a gather (few positives per query) or, above
-    _GATHER_MAX_POSITIVES, by [chunk, G] masks; both must give the same ranks, ties included."""
-    from cookie_lib import metrics
-
-    g = torch.Generator().manual_seed(0)
-    img = torch.randint(-2, 3, (30, 4), generator=g).float()  # integer scores: many exact ties
-    txt = torch.randint(-2, 3, (90, 4), generator=g).float()
-    t2i = torch.arange(30).repeat_interleave(3)
-    keys = [i // 4 for i in range(30)]
-    fast = metrics.cross_modal_retrieval(img, txt, t2i, img_keys=keys, chunk_size=7)
-    monkeypatch.setattr(metrics, "_GATHER_MAX_POSITIVES", 0)
-    slow = metrics.cross_modal_retrieval(img, txt, t2i, img_keys=keys, chunk_size=7)
-    assert fast == slow

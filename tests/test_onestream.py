@@ -9,10 +9,11 @@ import torch
 
 from cookie_lib.config import load_config, resolve_path
 from cookie_lib.features import split_features
+from cookie_lib.metrics import score_matrix_ranks
 from cookie_lib.model import CookieModel
 from cookie_lib.study.onestream import (SETTINGS, TABLE_COLUMNS, CrossEncoder, Gallery, Positives, _draw_group,
                                         encode_split,
-                                        gallery_eval, load_onestream, mine_hard_negatives, pessimistic_ranks, rerank,
+                                        gallery_eval, load_onestream, mine_hard_negatives, rerank,
                                         score_index_pairs, train_onestream, write_table)
 
 
@@ -118,7 +119,7 @@ def test_hard_negatives_are_the_most_similar_non_positives(smoke):
 def test_pessimistic_ranks_and_rerank():
     scores = torch.tensor([[0.9, 0.5, 0.9], [0.1, 0.2, 0.3]])
     pos = torch.tensor([[True, False, False], [False, True, False]])
-    assert pessimistic_ranks(scores, pos).tolist() == [1, 1]  # a tie counts against the query
+    assert score_matrix_ranks(scores, pos).tolist() == [1, 1]  # a tie counts against the query
     two = torch.tensor([[3.0, 2.0, 1.0]])
     r = rerank(two, torch.tensor([[0, 1]]), torch.tensor([[-5.0, 7.0]]))
     assert r.argsort(descending=True)[0].tolist() == [1, 0, 2]  # re-ranked top 2 above the rest

@@ -59,6 +59,7 @@ import torch.nn.functional as F
 
 from ..config import Config, add_override_argument, config_from_dict, load_config, parse_overrides, resolve_path
 from ..features import ImageTokens, SplitFeatures, split_features
+from ..metrics import score_matrix_ranks
 from ..model import CookieModel, HeadStack, masked_mean
 from ..runtime import atomic_save, atomic_write_json, atomic_write_text, manifest, pick_device, seed_everything
 from ..step import build_optimizer, epoch_batches, lr_lambda, step_generator
@@ -241,20 +242,9 @@ def mine_hard_negatives(img_emb: torch.Tensor, txt_emb: torch.Tensor, pos: Posit
 
 
 # ----------------------------------------------------------------------------- evaluation
-@torch.no_grad()
-def pessimistic_ranks(scores: torch.Tensor, positive: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
-    """rank_q = #{negatives g : S_qg >= max_{p positive} S_qp} (0-based, ties count against the query),
-    the rank of :mod:`cookie_lib.metrics`, from a score matrix S [Q, G] and a positive mask [Q, G]."""
-    out = []
-    for s in range(0, scores.shape[0], chunk):
-        sc, pos = scores[s:s + chunk], positive[s:s + chunk]
-        best = sc.masked_fill(~pos, float("-inf")).amax(1, keepdim=True)
-        out.append(((sc >= best) & ~pos).sum(1))
-    return torch.cat(out)
-
-
 def _r1(scores: torch.Tensor, positive: torch.Tensor) -> float:
-    return 100.0 * float((pessimistic_ranks(scores, positive) < 1).double().mean())
+    """R@1 (points) from a score matrix [Q, G] and its positive mask [Q, G], with the project's rank engine."""
+    return 100.0 * float((score_matrix_ranks(scores, positive) < 1).double().mean())
 
 
 def rerank(two: torch.Tensor, top: torch.Tensor, top_scores: torch.Tensor) -> torch.Tensor:
