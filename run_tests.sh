@@ -5,4 +5,4 @@ cd "$(dirname "$0")"
 scripts/setup_env.sh
 export HF_HUB_OFFLINE=1 MPLBACKEND=Agg
 .venv/bin/python -m pytest tests/ -q --durations=10 "$@"
-.venv/bin/python -m pytest --nbval-lax --nbval-current-env notebooks/[0-9]*.ipynb -q -p no:cacheprovider  # not notebooks/executed/
+.venv/bin/python -m pytest --nbval-lax --nbval-current-env notebooks/[0-9]*.ipynb -q -p no:cacheprovider

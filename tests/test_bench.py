@@ -1,6 +1,6 @@
 """cookie_lib.study.bench: the quick benchmark run end to end (subprocess), the end-to-end retrieval timer,
-the one cost model (fit, held-out check, crossing N and its bootstrap interval), scripts/gpu_check.py and
-scripts/onestream_gpu.py on the CPU."""
+the one cost model (fit, held-out check, crossing N and its bootstrap interval) and scripts/gpu_check.py on
+the CPU."""
 from __future__ import annotations
 
 import csv
@@ -164,13 +164,3 @@ def test_gpu_check_runs_on_cpu(tmp_path):
     for tag in ("[smoke train]", "[smoke eval]", "[train d256 L2", "[inference N=10]", "gpu_check finished"):
         assert tag in text, tag
 
-
-def test_onestream_gpu_script_runs_on_cpu(tmp_path):
-    out = tmp_path / "onestream_gpu.json"
-    proc = subprocess.run([sys.executable, "scripts/onestream_gpu.py", "--device", "cpu", "--n", "5", "--profile",
-                           "smoke", "--repeats", "2", "--pair-batch", "64", "--out", str(out)],
-                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    data = json.loads(out.read_text())
-    assert data["device_name"] == "cpu" and data["n_captions"] == 25
-    assert [r["pairs"] for r in data["runs"]["one-stream"]] == [125, 125]
