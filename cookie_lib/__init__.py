@@ -8,11 +8,12 @@
     model.encode_image(["a.png"]), model.encode_text(["a red apple"])                # unit embeddings [B, d]
 
 Modules (the core): config (typed run configuration), data (Karpathy format), model (encoders,
-weight-sharing transformer, one-stream model), losses (the three InfoNCE losses), step (the training step,
-pair sampling, optimiser groups, schedule), features (frozen-encoder cache), train, evaluate, search,
-metrics, runtime (atomic writes, locks, seeds, manifests), api (load_model: the exported-model API),
-modelcard. The replication study (corpora, variants grid,
-verdicts, reports, benchmarks) lives in ``cookie_lib.study`` and imports the core, never the reverse.
+weight-sharing transformer), prefix (cached-prefix fine-tuning), losses (the three InfoNCE losses), step
+(the training step, pair sampling, optimiser groups, schedule), features (frozen-encoder cache), train,
+evaluate, search, metrics, runtime (atomic writes, locks, seeds, manifests), errors (the errors a user can
+act on), api (load_model: the exported-model API), modelcard. The replication study (corpora, variants
+grid, the one-stream cross-encoder, verdicts, reports, benchmarks) lives in ``cookie_lib.study`` and
+imports the core, never the reverse.
 """
 import os
 
@@ -21,10 +22,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from local director
 from .config import Config, ConfigError, load_config  # noqa: E402
 from .losses import CookieLoss, info_nce  # noqa: E402
 from .metrics import cross_modal_retrieval, image_retrieval, text_matching  # noqa: E402
-from .model import CookieModel, OneStreamModel, TextEncoder, VisualEncoder  # noqa: E402
+from .model import CookieModel, TextEncoder, VisualEncoder  # noqa: E402
 
 __all__ = ["Config", "ConfigError", "load_config", "CookieLoss", "info_nce", "cross_modal_retrieval",
-           "image_retrieval", "text_matching", "CookieModel", "OneStreamModel", "TextEncoder", "VisualEncoder",
+           "image_retrieval", "text_matching", "CookieModel", "TextEncoder", "VisualEncoder",
            "Trainer", "load_model"]
 
 

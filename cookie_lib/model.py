@@ -1,4 +1,4 @@
-"""The COOKIE model: two encoders, a weight-sharing transformer on top of both, and a one-stream baseline.
+"""The COOKIE model: two encoders and a weight-sharing transformer on top of both.
 
     image [B,3,S,S] --VisualEncoder--> grid tokens [B, h*w, C_v] --visual_proj + pos--> [B, T_v, d] --+
                                                                                                        +--> head (same weights) --> masked mean --> L2 norm --> [B, d]
@@ -22,7 +22,8 @@ so a 64 px input gives a 4 x 4 grid (:func:`visual_tokens_for`).
 The encoders are optional: with frozen encoders the training loop caches their token outputs once
 (:mod:`cookie_lib.features`) and only :class:`CookieModel` (projections + head) trains.
 
-Why one long module: the encoders, the head and the one-stream model are read together (nanoGPT style: the whole model in one file).
+The one-stream cross-encoder the speed claim is measured against is study code
+(:mod:`cookie_lib.study.onestream`); the encoder tails of cached-prefix fine-tuning live in :mod:`cookie_lib.prefix`.
 """
 from __future__ import annotations
 
@@ -353,7 +354,7 @@ class HeadBlock(nn.Module):
 
 
 class HeadStack(nn.Module):
-    """The transformer head: input dropout, ``depth`` :class:`HeadBlock` s, a final LayerNorm.
+    """The transformer head: input dropout, ``cfg.depth`` :class:`HeadBlock` s, a final LayerNorm.
 
         forward(x [B, T, d], mask [B, T] or None, modality_vec [d] or None) -> [B, T, d]
         h_0 = Drop(x);  h_l = Block_l(h_{l-1} + e)  (e = modality vector, or 0);  out = LN(h_L)
@@ -365,12 +366,11 @@ class HeadStack(nn.Module):
     shared 2-block stack parameter for parameter.
     """
 
-    def __init__(self, cfg: ModelConfig, depth: int | None = None):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
-        depth = cfg.depth if depth is None else depth
         self.input_drop = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList([HeadBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.dropout, cfg.layer_scale_init)
-                                     for _ in range(depth)])
+                                     for _ in range(cfg.depth)])
         self.norm = nn.LayerNorm(cfg.dim, elementwise_affine=False)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
@@ -379,11 +379,6 @@ class HeadStack(nn.Module):
         for layer in self.layers:
             x = layer(x if modality_vec is None else x + modality_vec, mask)
         return self.norm(x)
-
-
-def transformer_stack(cfg: ModelConfig) -> HeadStack:
-    """One head stack of ``cfg.depth`` blocks (see :class:`HeadStack`); depth 0 = dropout + LayerNorm only."""
-    return HeadStack(cfg)
 
 
 def masked_mean(tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -437,10 +432,10 @@ class CookieModel(nn.Module):
         self.modality_embedding = (nn.ParameterDict({m: nn.Parameter(torch.zeros(cfg.dim)) for m in MODALITIES})
                                    if cfg.modality_embedding else None)
         if cfg.shared:
-            self.shared_transformer = transformer_stack(cfg)
+            self.shared_transformer = HeadStack(cfg)
         else:
-            self.visual_transformer = transformer_stack(cfg)
-            self.text_transformer = transformer_stack(cfg)
+            self.visual_transformer = HeadStack(cfg)
+            self.text_transformer = HeadStack(cfg)
 
     def _stack(self, modality: str) -> HeadStack:
         return self.shared_transformer if self.cfg.shared else getattr(self, f"{modality}_transformer")
@@ -479,34 +474,6 @@ class CookieModel(nn.Module):
                     seen.add(id(p))
                     params.append(p)
         return params
-
-
-class OneStreamModel(nn.Module):
-    """One-stream baseline: a joint transformer over [CLS; image tokens; text tokens] -> a match score.
-
-    score(img_tokens [B, T_v, C_v], txt_tokens [B, T, C_t], txt_mask [B, T]) -> logits [B].
-    Every (image, caption) pair needs its own pass, so retrieval over N images and M captions costs
-    N x M joint passes; that is what the paper's "3/1000 of the inference time" is measured against.
-    """
-
-    def __init__(self, cfg: ModelConfig, visual_dim: int, text_dim: int, visual_tokens: int):
-        super().__init__()
-        self.visual_proj = nn.Linear(visual_dim, cfg.dim)
-        self.text_proj = nn.Linear(text_dim, cfg.dim)
-        self.visual_pos = nn.Parameter(torch.randn(1, visual_tokens, cfg.dim) * 0.02)
-        self.type_emb = nn.Parameter(torch.randn(2, cfg.dim) * 0.02)  # 0 = image, 1 = text
-        self.cls = nn.Parameter(torch.randn(1, 1, cfg.dim) * 0.02)
-        self.joint = transformer_stack(cfg)
-        self.match = nn.Linear(cfg.dim, 1)
-
-    def score(self, img_tokens: torch.Tensor, txt_tokens: torch.Tensor, txt_mask: torch.Tensor) -> torch.Tensor:
-        b = img_tokens.shape[0]
-        v = self.visual_proj(img_tokens) + self.visual_pos + self.type_emb[0]
-        t = self.text_proj(txt_tokens) + self.type_emb[1]
-        x = torch.cat([self.cls.expand(b, -1, -1), v, t], dim=1)
-        valid = torch.cat([torch.ones(b, 1 + v.shape[1], dtype=torch.bool, device=x.device), txt_mask], dim=1)
-        x = self.joint(x, valid)
-        return self.match(x[:, 0]).squeeze(-1)
 
 
 @functools.lru_cache(maxsize=None)

@@ -11,7 +11,7 @@ from torch import nn
 
 from cookie_lib.config import ConfigError, ModelConfig, config_from_dict
 from cookie_lib.features import ImageTokens
-from cookie_lib.model import CookieModel, HeadBlock, transformer_stack
+from cookie_lib.model import CookieModel, HeadBlock, HeadStack
 from cookie_lib.step import lr_lambda
 
 CV, CT, TV, D = 24, 16, 16, 32
@@ -70,7 +70,7 @@ def test_depth_0_has_the_same_dropout_and_final_norm():
     a, b = model.embed_text(txt, mask), model.embed_text(txt, mask)
     assert (a - b).abs().max() > 1e-3
     x = torch.randn(2, 5, D) * 7 + 3
-    out = transformer_stack(_cfg(depth=0)).eval()(x)
+    out = HeadStack(_cfg(depth=0)).eval()(x)
     torch.testing.assert_close(out, torch.nn.functional.layer_norm(x, (D,)))
 
 

@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from cookie_lib.config import ModelConfig, load_config
-from cookie_lib.model import (CookieModel, OneStreamModel, TextEncoder, VisualEncoder, build_encoders,
-                              transformer_stack, visual_tokens_for)
+from cookie_lib.model import CookieModel, HeadStack, TextEncoder, VisualEncoder, build_encoders, visual_tokens_for
 
 CV, CT, TV = 24, 16, 4  # small synthetic encoder widths / visual grid for the head-only tests
 
@@ -82,7 +81,7 @@ def test_shared_head_is_one_parameter_set():
 
 def test_shared_vs_not_shared_differs_by_exactly_one_stack():
     shared, separate = _model(shared=True), _model(shared=False)
-    one_stack = _n_params(transformer_stack(_cfg()))
+    one_stack = _n_params(HeadStack(_cfg()))
     assert one_stack > 0
     assert _n_params(separate) - _n_params(shared) == one_stack
     assert sum(p.numel() for p in shared.head_parameters()) == one_stack
@@ -124,16 +123,6 @@ def test_padding_mask_respected(shared):
         changed = model.embed_text(txt2, mask3)
     torch.testing.assert_close(padded, base, rtol=1e-5, atol=1e-5)
     assert (changed[1] - base[1]).abs().max() > 1e-3
-
-
-def test_one_stream_score_shape():
-    torch.manual_seed(0)
-    for depth in (0, 2):
-        m = OneStreamModel(_cfg(depth=depth), CV, CT, TV).eval()
-        img, txt, mask = _inputs(b=5)
-        with torch.no_grad():
-            s = m.score(img, txt, mask)
-        assert s.shape == (5,) and torch.isfinite(s).all()
 
 
 # ----------------------------------------------------------------------------- real encoders

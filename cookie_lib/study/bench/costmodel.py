@@ -17,7 +17,7 @@ which moves monotonically from a2/a1 (small N) to b2/b1 (large N); :func:`crossi
 r(N) = target in closed form. The ratio at any one N is therefore a property of N and of the two
 models' sizes, not a constant: the benchmark reports the N at which it crosses the paper's 3/1000 for
 
-* the measured one-stream model (OneStreamModel, d = 256, 2 layers, 21 tokens), fitted on end-to-end
+* the measured one-stream model (the study's cross-encoder, :mod:`cookie_lib.study.onestream`), fitted on end-to-end
   exhaustive timings at a few small N;
 * a joint model of the paper's class (12 layers x 768 over about 100 tokens, UNITER/ViLBERT-base),
   whose per-pair cost is its forward FLOPs (counted by torch.utils.flop_counter) divided by the FLOP/s
@@ -34,7 +34,7 @@ import torch
 from scipy.optimize import nnls
 
 from ...config import ModelConfig
-from ...model import transformer_stack
+from ...model import HeadStack
 from .timing import count_flops
 
 COST_CSV_COLUMNS = ["model", "n_images", "n_captions", "two_stream_s", "one_stream_s", "ratio"]
@@ -129,7 +129,7 @@ def joint_flops_per_pair(dim: int, depth: int, heads: int, tokens: int) -> int:
     """Forward FLOPs of one pass of a depth x dim joint transformer over ``tokens`` tokens, counted by
     FlopCounterMode on the library's own transformer block (matmuls and attention; norms not counted)."""
     # train mode (dropout 0): torch's fused inference path for attention hides part of its FLOPs from the counter
-    stack = transformer_stack(ModelConfig(dim=dim, depth=depth, heads=heads, dropout=0.0)).train()
+    stack = HeadStack(ModelConfig(dim=dim, depth=depth, heads=heads, dropout=0.0)).train()
     x = torch.zeros(1, tokens, dim)
     with torch.no_grad():
         return count_flops(lambda: stack(x, None))
