@@ -61,6 +61,22 @@ def test_convergence_table_changes_and_final_lr():
     assert t.loc["rsum", "change, last half"] == 0.5 and t.loc["rsum", "final lr / peak lr"] == 0.1
 
 
+def test_plateau_rule_reads_the_mean_slope_over_seeds():
+    """A variant is at its plateau when the mean over seeds of its validation-mR slope over the window is
+    below delta; jitter of one epoch does not decide it."""
+    rise = [{"val_epochs": [{"rsum": 6 * y} for y in (10, 12, 13, 14, 15)], "history": [{"lr": 1.0}]}]
+    flat = [{"val_epochs": [{"rsum": 6 * y} for y in (10, 12, 13, 13.3, 12.9 + j)], "history": [{"lr": 1.0}]}
+            for j in (0.0, 0.2)]
+    assert R.plateau_slope([10, 12, 13, 14, 15], 3) == pytest.approx(1.0)
+    t = R.convergence_by_variant({"rise": rise, "flat": flat}, rule={"window": 3, "delta": 0.1})
+    assert not t.loc["rise", "at plateau"] and t.loc["flat", "at plateau"]
+    assert t.loc["flat", "mR slope, last 3 epochs"] == pytest.approx(np.mean([-0.05, 0.05]))
+    assert t.loc["rise", "epochs"] == 5 and np.isnan(t.loc["rise", "slope se"])  # one seed: no SE
+    text = R.convergence_conclusion(R.convergence_table(rise, ["rsum"]), pd.Series({"x": 2.0}),
+                                    pd.Series({"x": 1.0}), t)
+    assert "1 of 2 variants at their plateau" in text and "not at plateau: rise" in text
+
+
 def test_claims_view_formats_ci_and_p_values():
     row = {"id": "P1", "claim_id": "C1", "family": "primary", "claim": "c", "a": "a", "b": "b", "metric": "m",
            "n_seeds": 5, "n_concepts": 250.0, "diff": 1.234, "rel_pct": 5.67, "ci_low": 0.5, "ci_high": 2.0,

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import metric_names as N
 from ..runtime import atomic_write_json, atomic_write_text, manifest
 
 # The paper's inference-time claim: a two-stream model needs "about 3/1000 of the inference time" of
@@ -21,15 +22,15 @@ from ..runtime import atomic_write_json, atomic_write_text, manifest
 PAPER_INFERENCE_RATIO = 3 / 1000
 # The downstream tasks (none trained by any loss) and their headline metric.
 TASK_METRICS = {
-    "cross-modal, emoji test (mR)": "emoji_mr",
-    "cross-modal, Open Clip Art test (mR)": "oca_mr",
-    "image retrieval across designs (R@1)": "img_r1",
-    "WordNet lemma -> gloss (R@1)": "wn_r1",
-    "emoji label -> keywords (R@1)": "txt_r1",
+    "cross-modal, emoji test (mR)": N.EMOJI_MR,
+    "cross-modal, Open Clip Art test (mR)": N.OCA_MR,
+    "image retrieval across designs (R@1)": N.IMG_R1,
+    "WordNet lemma -> gloss (R@1)": N.WN_R1,
+    "emoji label -> keywords (R@1)": N.TXT_R1,
 }
-ALL_METRICS = ["emoji_i2t_r1", "emoji_t2i_r1", "emoji_rsum", "emoji_mr", "oca_i2t_r1", "oca_t2i_r1", "oca_rsum",
-               "oca_mr", "img_r1", "img_map", "wn_r1", "wn_mrr", "txt_r1", "txt_mrr"]
-HEADLINE_METRICS = ["emoji_mr", "oca_mr", "img_r1", "img_map", "wn_r1", "wn_mrr", "txt_r1"]
+ALL_METRICS = [N.EMOJI_I2T_R1, N.EMOJI_T2I_R1, N.EMOJI_RSUM, N.EMOJI_MR, N.OCA_I2T_R1, N.OCA_T2I_R1, N.OCA_RSUM,
+               N.OCA_MR, N.IMG_R1, N.IMG_MAP, N.WN_R1, N.WN_MRR, N.TXT_R1, N.TXT_MRR]
+HEADLINE_METRICS = [N.EMOJI_MR, N.OCA_MR, N.IMG_R1, N.IMG_MAP, N.WN_R1, N.WN_MRR, N.TXT_R1]
 CLAIM_COLUMNS = {"id": "id", "claim_id": "claim", "family": "family", "claim": "contrast", "a": "a", "b": "b",
                  "metric": "metric", "n_seeds": "seeds", "n_concepts": "concepts", "diff": "diff (points)",
                  "rel_pct": "diff (relative %)", "ci": "95 % CI", "seed_share": "seed share of SE^2", "p_raw": "p",
@@ -113,10 +114,44 @@ def convergence_table(results: list[dict], metrics: list[str]) -> pd.DataFrame:
     return df
 
 
-def convergence_by_variant(results: dict[str, list[dict]], metric: str = "rsum") -> pd.DataFrame:
+def plateau_slope(val_mr: list[float], window: int) -> float:
+    """Least-squares slope (points per epoch) of the last ``window`` values of a validation curve:
+    sum_e (e - ebar)(y_e - ybar) / sum_e (e - ebar)^2 over those epochs (``scipy.stats.linregress``)."""
+    from scipy.stats import linregress
+
+    y = np.asarray(val_mr[-window:], dtype=float)
+    return float(linregress(np.arange(len(y)), y).slope) if len(y) >= 2 else float("nan")
+
+
+def plateau_rule(prereg: dict | None = None) -> dict:
+    """The pre-registered plateau rule (``docs/preregistration.yaml``, ``plateau``): ``window`` epochs,
+    ``delta`` points of validation mR per epoch."""
+    if prereg is None:
+        from .verdicts import load_prereg
+        prereg = load_prereg()
+    rule = prereg.get("plateau") or {}
+    return {"window": int(rule.get("window", 3)), "delta": float(rule.get("delta", 0.1))}
+
+
+def convergence_by_variant(results: dict[str, list[dict]], metric: str = "rsum", rule: dict | None = None
+                           ) -> pd.DataFrame:
     """:func:`convergence_table` of one validation metric for every variant (rows), so a reader sees whether
-    each compared model, not only COOKIE, had stopped improving while the learning rate was above zero."""
-    rows = {v: convergence_table(rs, [metric]).iloc[0] for v, rs in results.items() if rs}
+    each compared model, not only COOKIE, had stopped improving while the learning rate was above zero;
+    and the plateau rule on validation mR = RSUM / 6: the mean over seeds of :func:`plateau_slope` over the
+    last ``rule['window']`` epochs, its standard error over seeds, and whether it is below ``rule['delta']``
+    (the variant is at its plateau). One epoch's change is mostly epoch-to-epoch jitter of a few tenths of
+    a point, so the rule reads the slope over a window, averaged over the seeds."""
+    rule = rule or plateau_rule()
+    rows = {}
+    for v, rs in results.items():
+        if not rs:
+            continue
+        row = convergence_table(rs, [metric]).iloc[0].to_dict()
+        slopes = [plateau_slope([e["rsum"] / 6 for e in r["val_epochs"]], rule["window"]) for r in rs]
+        row.update({"epochs": len(rs[0]["val_epochs"]), f"mR slope, last {rule['window']} epochs": np.mean(slopes),
+                    "slope se": np.std(slopes, ddof=1) / np.sqrt(len(slopes)) if len(slopes) > 1 else np.nan,
+                    "at plateau": bool(np.mean(slopes) < rule["delta"])})
+        rows[v] = row
     return pd.DataFrame(rows).T.rename_axis("variant")
 
 
@@ -132,6 +167,17 @@ def convergence_conclusion(conv: pd.DataFrame, first: pd.Series, last: pd.Series
         ch = by_variant["change, last epoch"].astype(float)
         lines.append(f"- Across all {len(ch)} variants, validation RSUM moved between {ch.min():+.2f} "
                      f"({ch.idxmin()}) and {ch.max():+.2f} ({ch.idxmax()}) over the last epoch.")
+        slope_col = next((c for c in by_variant.columns if str(c).startswith("mR slope")), None)
+        if slope_col is not None:
+            rule = plateau_rule()
+            off = by_variant.index[~by_variant["at plateau"].astype(bool)]
+            slopes = by_variant[slope_col].astype(float)
+            lines.append(f"- Plateau rule (pre-registered: mean over seeds of the validation-mR slope over the last "
+                         f"{rule['window']} epochs < {rule['delta']:g} points per epoch): "
+                         f"{len(by_variant) - len(off)} of {len(by_variant)} variants at their plateau (slopes "
+                         f"{slopes.min():+.2f} to {slopes.max():+.2f})"
+                         + (f"; not at plateau: {', '.join(off)} -- contrasts with them compare models still improving."
+                            if len(off) else "."))
     lr = conv["final lr / peak lr"].iloc[0]
     lines.append(f"- The learning rate ends at {lr:.2f} x its peak (not zero), so a flat curve at the end is a plateau "
                  "of the model, not the schedule stopping it; a curve still rising says the budget, not convergence, "
@@ -185,7 +231,7 @@ def speed_view(speed: pd.DataFrame, results: Path | None = None) -> pd.DataFrame
         mean, sd, n = g[col].mean(), g[col].std(), g.size()
         return [f"{a:.1f} ± {b:.1f}" if c > 1 else f"{a:.1f}" for a, b, c in zip(mean, sd.fillna(0.0), n)]
     out = g.size().rename("seeds").reset_index()
-    out["i2t R@1"], out["t2i R@1"] = pm("i2t_r1"), pm("t2i_r1")
+    out["i2t R@1"], out["t2i R@1"] = pm(N.I2T_R1), pm(N.T2I_R1)
     out["i2t_r1_mean"], out["t2i_r1_mean"] = g.i2t_r1.mean().values, g.t2i_r1.mean().values
     out["pairs_scored"] = g.pairs_scored.mean().round().astype(int).values
     times = [end_to_end_seconds(results, r.method, int(r.n_images), int(r.n_captions)) for r in out.itertuples()]
