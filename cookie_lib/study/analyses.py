@@ -14,14 +14,14 @@ difference 0) needs ``(t_{1 - alpha', df} + t_{1 - beta/2, df}) * se(S') <= SESO
 at any number of seeds when ``z_{1 - alpha'} * sqrt(v_concept) >= SESOI``. df is Satterthwaite's, as in
 the claims table.
 
-Factorial. cookie, no_visual, no_textual and cross_modal_only are the four cells of a 2 x 2 design
-(visual loss on/off x textual loss on/off). Per metric, an OLS on the per-seed metric values with seeds
+Factorial. ft_cookie, ft_no_visual, ft_no_textual and ft_cross_modal_only (the fine-tuned arm, where the
+encoders learn) are the four cells of a 2 x 2 design (visual loss on/off x textual loss on/off). Per metric, an OLS on the per-seed metric values with seeds
 as blocks and effect-coded factors (v, t = +/- 1/2)::
 
     y[variant, seed] = mu + block[seed] + b_v v + b_t t + b_vt (v t) + e
 
 so ``b_v`` is the visual loss's average effect over both levels of the textual loss, ``b_t`` likewise,
-and ``b_vt`` the interaction (cookie - no_visual) - (no_textual - cross_modal_only) (statsmodels; CIs and
+and ``b_vt`` the interaction (ft_cookie - ft_no_visual) - (ft_no_textual - ft_cross_modal_only) (statsmodels; CIs and
 p-values from its t distribution; exploratory: seeds only, no concept resampling).
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ from scipy import stats
 
 from .verdicts import reachable_no_effect, satterthwaite_df
 
-FACTORIAL = {"cookie": (1, 1), "no_visual": (0, 1), "no_textual": (1, 0), "cross_modal_only": (0, 0)}
+FACTORIAL = {"ft_cookie": (1, 1), "ft_no_visual": (0, 1), "ft_no_textual": (1, 0), "ft_cross_modal_only": (0, 0)}
 MAX_SEEDS = 200  # the search for the seeds needed stops here ("> 200")
 
 
@@ -136,7 +136,7 @@ def factorial_markdown(table: pd.DataFrame) -> str:
     from .report import to_markdown
 
     if table.empty:
-        return "The 2 x 2 factorial needs cookie, no_visual, no_textual and cross_modal_only on common seeds.\n"
+        return f"The 2 x 2 factorial needs {', '.join(FACTORIAL)} on common seeds.\n"
     t = table.copy()
     t["95 % CI"] = [f"[{lo:+.2f}, {hi:+.2f}]" for lo, hi in zip(t.ci_low, t.ci_high)]
     t["estimate"] = t.estimate.map(lambda x: f"{x:+.2f}")
