@@ -38,8 +38,8 @@ rm -f "$RESULTS/claims.csv.digest"   # the claims table is computed once per run
 for nb in notebooks/0[1-6]_*.ipynb; do
   out="$EXECUTED/$(basename "$nb")"
   say "executing $nb -> $out"
-  # the notebooks keep their smoke defaults; papermill injects this profile's run-level keys
-  if ! $PY -m papermill "$nb" "$out" -k python3 -f "$PARAMS" --cwd notebooks --no-progress-bar; then
+  # the notebooks default to the smoke profile; papermill injects this one (setup reads every value from its file)
+  if ! $PY -m papermill "$nb" "$out" -k python3 -p profile "$PROFILE" --cwd notebooks --no-progress-bar; then
     say "FAILED: $nb (executed copy with the error: $out)" >&2
     exit 1
   fi

@@ -146,3 +146,64 @@ def test_finished_runs_survive_a_new_option_with_its_default():
     assert not same_config({**older, "train": {**older["train"], "no_such_option": 1}}, cfg)
     assert not same_config({**stored, "train": {**stored["train"], "epochs": stored["train"]["epochs"] + 1}}, cfg)
     assert not same_config(None, cfg)
+
+
+# ----------------------------------------------------------------------------- the one override syntax and profile reader
+def test_override_syntax_types_values_as_yaml():
+    assert parse_overrides(["train.lr=1e-3", "train.encoder_lr=2.5E-5", "train.epochs=3", "model.shared=false",
+                            "data.image_root=", 'data.cache_dir=""', "model.freeze_visual=all", "a.b=[1, 2]"]) == \
+        {"train.lr": 0.001, "train.encoder_lr": 2.5e-5, "train.epochs": 3, "model.shared": False,
+         "data.image_root": "", "data.cache_dir": "", "model.freeze_visual": "all", "a.b": [1, 2]}
+    assert parse_overrides(["train.lr=1", "train.lr=2"]) == {"train.lr": 2}  # the later one wins
+    with pytest.raises(ConfigError, match=r"--set 'model.dim=\[64': the value is not valid YAML \(.*line 1"):
+        parse_overrides(["model.dim=[64"])
+    with pytest.raises(ConfigError, match="expects key=value, got '=3'"):
+        parse_overrides(["=3"])
+
+
+def test_formatted_overrides_read_back_unchanged():
+    from cookie_lib.config import format_overrides
+    from cookie_lib.study.grid import FINETUNE
+
+    values = {**FINETUNE, "train.lr": 1e-5, "data.image_root": "", "data.cache_dir": "a b/c", "model.shared": False,
+              "model.freeze_visual": "all", "model.visual_layer": 14}
+    again = parse_overrides(format_overrides(values))
+    assert again == values and all(type(again[k]) is type(v) for k, v in values.items())
+
+
+def test_set_flags_add_up_on_every_command_line():
+    import argparse
+
+    from cookie_lib.config import add_override_argument
+
+    p = argparse.ArgumentParser()
+    add_override_argument(p)
+    assert p.parse_args(["--set", "a.b=1", "c.d=2", "--set", "e.f="]).set == ["a.b=1", "c.d=2", "e.f="]
+    assert p.parse_args([]).set == []  # the earlier parse did not grow the default
+
+
+def test_profile_path_is_one_rule(tmp_path, monkeypatch):
+    from cookie_lib.config import profile_path, project_root
+
+    root = project_root()
+    assert profile_path("smoke") == root / "profiles" / "smoke.yaml"  # a bare name
+    assert profile_path("profiles/smoke.yaml") == root / "profiles" / "smoke.yaml"  # from the root, any cwd
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.yaml").write_text("config: {train: {epochs: 2}}\n")
+    assert profile_path("mine.yaml") == tmp_path / "mine.yaml"  # exists from the working directory
+    assert profile_path("profiles/smoke.yaml") == root / "profiles" / "smoke.yaml"
+    assert load_config("mine.yaml").train.epochs == 2
+    with pytest.raises(ConfigError, match=r"profile '.*mine.yaml' is not valid YAML: .* at line 2, column 1"):
+        (tmp_path / "mine.yaml").write_text("config: {train: [\n")
+        load_config("mine.yaml")
+
+
+def test_training_config_and_run_level_keys_are_split_once():
+    from cookie_lib.config import split_profile
+
+    assert split_profile({"config": {"train": {"epochs": 2}}, "seeds": [0]}) == ({"train": {"epochs": 2}}, {"seeds": [0]})
+    assert split_profile({"train": {"epochs": 2}}) == ({"train": {"epochs": 2}}, {})  # a bare training config
+    assert split_profile({"seeds": [0]}) == ({}, {"seeds": [0]})
+    assert split_profile({"config": None}) == ({}, {})
+    with pytest.raises(ConfigError, match=r"p.yaml: training sections \['model'\] beside run-level key\(s\) \['seeds'\]"):
+        split_profile({"model": {"dim": 8}, "seeds": [0]}, "p.yaml")

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from cookie_lib.config import load_config
+from cookie_lib.config import load_config, parse_overrides
 from cookie_lib.losses import info_nce
 
 from conftest import ROOT
@@ -115,9 +115,7 @@ def test_ddp_training_matches_single_process_global_batch(tmp_path, smoke_cache)
     ddp_dir = tmp_path / "ddp"
     _torchrun(["-m", "cookie_lib.train", "--profile", "smoke", "--out", str(ddp_dir), "--no-progress",
                "--set", "train.batch_size=8", *common])
-    overrides = dict(s.split("=", 1) for s in common)
-    overrides = {k: (float(v) if k == "model.dropout" else int(v) if v.isdigit() else v) for k, v in overrides.items()}
-    cfg = load_config("smoke", {**overrides, "train.batch_size": 16})
+    cfg = load_config("smoke", {**parse_overrides(common), "train.batch_size": 16})  # what the CLI read
     trainer = Trainer(cfg, tmp_path / "single", progress=False)
     trainer.run()
     ddp = torch.load(ddp_dir / "checkpoint.pt", weights_only=False)

@@ -2,8 +2,8 @@
 
 Committed notebooks carry no outputs or execution counts, except the cells marked ``# NBVAL_CHECK_OUTPUT``
 whose expected smoke-profile text output nbval compares (``scripts/update_nbval_refs.py`` writes them); they run on the ``python3`` kernel, and start with
-exactly one ``parameters`` cell (papermill injects after it) whose defaults are the fast smoke profile,
-because nbval cannot inject parameters.
+exactly one ``parameters`` cell (papermill injects after it) that names the fast smoke profile, because nbval
+cannot inject parameters; the smoke values themselves live in ``profiles/smoke.yaml`` only.
 """
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from cookie_lib.config import load_config, project_root
+from cookie_lib.config import project_root
+from cookie_lib.study.profile import load_run_profile
 
 NOTEBOOKS = sorted((project_root() / "notebooks").glob("*.ipynb"))
 EXPECTED = ["01_data", "02_pretraining", "03_ablation_losses", "04_ablation_head", "05_downstream", "06_results"]
@@ -61,14 +62,24 @@ def test_clean_sources(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_parameter_defaults_are_smoke(path):
-    params = _parameters(_read(path))
-    assert params["profile"] == "smoke"
-    assert params["results_dir"] == "runs/smoke/results"
-    assert params["seeds"] == [0, 1]
-    assert params.get("build_corpus", False) is False  # CI never builds the full corpus
-    assert params.get("secondary_seeds", [0, 1]) == [0, 1] and params.get("bootstrap_resamples", 499) <= 999
-    load_config(params["profile"])  # the profile exists and validates
+def test_parameters_name_the_smoke_profile_and_setup_reads_the_rest(path):
+    """The smoke values live in profiles/smoke.yaml only: the parameters cell names the profile, and the setup
+    cell hands the notebook's namespace (what papermill injected) to setup, which reads the rest from the file."""
+    nb = _read(path)
+    assert _parameters(nb) == {"profile": "smoke"}, "the parameters cell holds only profile (values: its file)"
+    setup_cell = [c for c in nb.cells if c.cell_type == "code"][1]
+    calls = [n for n in ast.walk(ast.parse(setup_cell.source)) if isinstance(n, ast.Call)
+             and getattr(n.func, "id", "") in ("setup", "setup_study")]
+    assert len(calls) == 1 and [ast.unparse(a) for a in calls[0].args] == ["profile", "globals()"], setup_cell.source
+    assert len(setup_cell.source.splitlines()) <= 2, "the setup cell is the import and one call"
+
+
+def test_smoke_profile_is_the_fast_ci_profile():
+    smoke = load_run_profile("smoke")  # exists and validates
+    assert smoke.profile == "smoke" and not smoke.build_corpus  # CI never builds the full corpus
+    assert smoke.results_path != project_root() / "results"  # CI never overwrites the committed results
+    assert len(smoke.seeds) <= 2 and len(smoke.secondary_seeds) <= 2 and smoke.bootstrap_resamples <= 999
+    assert smoke.config.train.epochs <= 3 and Path(smoke.config.data.dataset).parts[1].startswith("fixture")
 
 
 # ----------------------------------------------------------------------------- executed: figures inline

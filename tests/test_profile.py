@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from cookie_lib.config import ConfigError
+from cookie_lib.config import ConfigError, read_profile
 from cookie_lib.study.notebook import setup
 from cookie_lib.study.profile import RunProfile, load_run_profile, run_keys
 
@@ -70,10 +70,41 @@ def test_cli_get_and_error_exit():
 
 def test_notebook_setup_overrides_and_validates(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # paths must not depend on the working directory
-    run, results = setup(dict(profile="smoke", results_dir=str(tmp_path / "res"), seeds=[4]), quiet=True)
+    # a notebook's namespace: papermill's injected values, the parameters cell's profile, and unrelated names
+    namespace = {"profile": "smoke", "results_dir": str(tmp_path / "res"), "seeds": [4], "In": [], "pd": object()}
+    run, results = setup("smoke", namespace, quiet=True)
     assert results == tmp_path / "res" and results.is_dir()
     assert run.seeds == [4] and run.profile == "smoke" and run.config == load_run_profile("smoke").config
+    assert run.secondary_seeds == load_run_profile("smoke").secondary_seeds  # the rest comes from the file
     run2, results2 = setup("smoke", quiet=True)
     assert results2 == ROOT / load_run_profile("smoke").results_dir
-    with pytest.raises(ConfigError, match="'seed'"):
-        setup(dict(profile="smoke", seed=[0]), quiet=True)
+    with pytest.raises(ConfigError, match=r"seeds=3 must be a list of ints"):
+        setup("smoke", {"seeds": 3}, quiet=True)
+    with pytest.raises(ConfigError, match="does not exist"):
+        setup("no_such_profile", quiet=True)
+
+
+def test_papermill_f_injection_is_the_profile_itself():
+    """``papermill -f profiles/NAME.yaml`` injects every top-level key of the file (its ``config`` too): the
+    notebook then sees exactly what ``-p profile NAME`` (setup reading the file) gives."""
+    path, injected = read_profile("smoke")
+    run, results = setup(injected["profile"], injected, quiet=True)
+    plain, plain_results = setup("smoke", quiet=True)
+    assert run == plain and results == plain_results
+
+
+def test_run_profile_overrides_run_level_and_dotted_config_keys():
+    prof = load_run_profile("smoke", {"seeds": [7], "workers": 2, "loss.visual": 0.0, "train.lr": 1e-3})
+    assert prof.seeds == [7] and prof.workers == 2 and prof.config.loss.visual == 0.0 and prof.config.train.lr == 1e-3
+    assert prof.config.model.dim == load_run_profile("smoke").config.model.dim
+    with pytest.raises(ConfigError, match=r"unknown run-level key\(s\) \['seed'\]"):
+        load_run_profile("smoke", {"seed": [0]})
+    with pytest.raises(ConfigError, match=r"loss.visual=-1.0 is invalid"):
+        load_run_profile("smoke", {"loss.visual": -1})
+
+
+def test_profile_without_config_section(tmp_path):
+    bare = load_run_profile(_write(tmp_path, "train: {epochs: 2}\n"))  # a bare training config
+    assert bare.config.train.epochs == 2 and bare.seeds == RunProfile().seeds
+    with pytest.raises(ConfigError, match=r"training sections \['train'\] beside run-level key\(s\) \['seeds'\]"):
+        load_run_profile(_write(tmp_path, "train: {epochs: 2}\nseeds: [0]\n"))

@@ -18,6 +18,7 @@ import copy
 import dataclasses
 import json
 import os
+import shlex
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +28,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..config import Config, ConfigError, config_from_dict, load_config, resolve_path
+from ..config import (Config, ConfigError, add_override_argument, config_from_dict, format_overrides, load_config,
+                      parse_overrides, resolve_path)
 from ..data import KarpathyCorpus
 from ..evaluate import load_run
 from ..features import CACHE_SEED, SplitFeatures, encode_images, split_features
@@ -41,16 +43,17 @@ from .onestream import SETTINGS as ONESTREAM_SETTINGS
 from .onestream import load_onestream, speed_accuracy_table, train_onestream
 from .profile import load_run_profile
 
-# Each variant is a set of dotted overrides of the profile; "cookie" is the full model (shared L=2 head,
-# three losses). PRIMARY variants enter the pre-registered contrasts (docs/preregistration.yaml) and run
-# with the profile's ``seeds`` (>= 5); SECONDARY ones are exploratory sweeps run with ``secondary_seeds``.
+# Each variant is a set of dotted overrides of the profile; "cookie" is the full model (the profile's shared head
+# of L = model.depth layers, three losses). PRIMARY variants enter the pre-registered contrasts
+# (docs/preregistration.yaml) and run with the profile's ``seeds`` (>= 5); SECONDARY ones are exploratory sweeps
+# run with ``secondary_seeds``.
 VARIANTS: dict[str, dict] = {
     "cookie": {},
     "cross_modal_only": {"loss.visual": 0.0, "loss.textual": 0.0},  # a CLIP-style dual encoder with a head
     "no_visual": {"loss.visual": 0.0},
     "no_textual": {"loss.textual": 0.0},
-    "separate_1": {"model.shared": False, "model.depth": 1},  # two 1-layer stacks: as many head parameters as cookie
-    "separate_2": {"model.shared": False},  # two 2-layer stacks: the same compute per embedding as cookie
+    "separate_1": {"model.shared": False},  # two L/2-layer stacks (PARAMETER_MATCHED): as many head parameters as cookie
+    "separate_2": {"model.shared": False},  # two L-layer stacks: the same compute per embedding as cookie
     "depth_0": {"model.depth": 0},  # projections + final LayerNorm + pooling only
     "depth_1": {"model.depth": 1},
     "visual_concept": {"loss.visual_positives": "concept"},  # the labelled ablation: same-concept images as positives
@@ -69,7 +72,10 @@ PRIMARY = ["cookie", "cross_modal_only", "no_visual", "no_textual", "separate_1"
 SECONDARY = ["depth_0", "depth_1", "visual_concept"]
 LOSS_ABLATION = ["cookie", "cross_modal_only", "no_visual", "no_textual", "visual_concept"]
 HEAD_ABLATION = ["cookie", "separate_1", "separate_2", "depth_0", "depth_1"]
-DEPTH = {"depth_0": 0, "depth_1": 1, "cookie": 2}
+# Variants whose model.depth is derived from the profile's (cookie's) depth L by matched_depth, so that their two
+# separate stacks hold as many head parameters as cookie's one shared stack (at the default L = 2: 1 + 1 layers).
+PARAMETER_MATCHED = ["separate_1"]
+DEPTH_SWEEP = ["depth_0", "depth_1", "cookie"]  # the shared head at depth 0, 1 and L (see sweep_depths)
 ONESTREAM = "onestream"  # the one-stream cross-encoder of the speed claim (cookie_lib.study.onestream)
 FROZEN = "frozen"  # pseudo-variant: the pretrained encoders' pooled, PCA-whitened features (unimodal tasks only)
 
@@ -80,9 +86,31 @@ def run_dir(profile: str, variant: str, seed: int | None, runs_root: str | Path 
 
 
 def variant_config(profile: str, variant: str, seed: int, extra: dict | None = None) -> Config:
+    """The validated config of one (variant, seed): the profile, the variant's overrides, ``extra`` (dotted
+    overrides of every variant), the seed; a PARAMETER_MATCHED variant's depth follows the profile's (+ extra's)
+    model.depth (:func:`matched_depth`)."""
     if variant not in VARIANTS and variant != ONESTREAM:
         raise KeyError(f"unknown variant {variant!r}; choose from {list(VARIANTS) + [ONESTREAM]}")
-    return load_config(profile, {**VARIANTS.get(variant, {}), **(extra or {}), "train.seed": seed})
+    overrides = {**VARIANTS.get(variant, {}), **(extra or {})}
+    if variant in PARAMETER_MATCHED:
+        overrides["model.depth"] = matched_depth(load_config(profile, extra).model.depth)
+    return load_config(profile, {**overrides, "train.seed": seed})
+
+
+def matched_depth(depth: int) -> int:
+    """Layers k of each of two separate stacks that hold as many head parameters as one shared stack of
+    ``depth`` = L layers. Every layer has the same parameters, so 2 k = L: k = 1 at L = 2, k = 2 at L = 4.
+    (A shared head's modality vectors, 2 d parameters when model.modality_embedding is on, have no separate
+    counterpart.) ConfigError for an odd or zero L, which no pair of equal stacks matches."""
+    if depth < 2 or depth % 2:
+        raise ConfigError(f"model.depth={depth}: the parameter-matched variants {PARAMETER_MATCHED} need an even "
+                          f"depth >= 2 (two stacks of depth/2 layers hold the shared head's parameters)")
+    return depth // 2
+
+
+def sweep_depths(profile: str) -> dict[str, int]:
+    """Head depth of each DEPTH_SWEEP variant, from its config: ``{"depth_0": 0, "depth_1": 1, "cookie": L}``."""
+    return {v: variant_config(profile, v, 0).model.depth for v in DEPTH_SWEEP}
 
 
 _SUITES: dict[str, DownstreamSuite] = {}
@@ -170,7 +198,7 @@ def profile_workers(profile: str) -> int:
 def _run_in_subprocess(profile: str, variant: str, seed: int, extra: dict | None, runs_root) -> dict:
     """Train one run in a fresh single-threaded process (``python -m cookie_lib.study.grid one``)."""
     cmd = [sys.executable, "-m", "cookie_lib.study.grid", "one", "--profile", str(profile), "--variant", variant,
-           "--seed", str(seed), "--runs-root", str(runs_root), "--extra", json.dumps(extra or {})]
+           "--seed", str(seed), "--runs-root", str(runs_root), *(["--set", *format_overrides(extra)] if extra else [])]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -266,9 +294,10 @@ def query_clusters(profile: str) -> dict[str, list[str]]:
 
 
 # ----------------------------------------------------------------------------- what the notebooks look at
-def head_parameters(profile: str, variant: str) -> int:
-    """Parameters of a variant's transformer head(s) (not the projections), counted on a fresh model."""
-    cfg = variant_config(profile, variant, 0)
+def head_parameters(profile: str, variant: str, extra: dict | None = None) -> int:
+    """Parameters of a variant's transformer head(s) (not the projections), counted on a fresh model (the
+    encoders are not built: the head's size does not depend on them)."""
+    cfg = variant_config(profile, variant, 0, extra)
     return sum(p.numel() for p in CookieModel(cfg.model, 8, 8, 16).head_parameters())
 
 
@@ -359,7 +388,9 @@ def main(argv: list[str] | None = None) -> None:
     o.add_argument("--variant", required=True, choices=list(VARIANTS) + [ONESTREAM])
     o.add_argument("--seed", type=int, required=True)
     o.add_argument("--runs-root", default="runs")
-    o.add_argument("--extra", default="{}", help="JSON object of dotted config overrides")
+    add_override_argument(o)
+    # the JSON form of earlier versions, for commands still running from them: converted, with a warning
+    o.add_argument("--extra", default=None, help=argparse.SUPPRESS)
     e = sub.add_parser("export", help="save the best COOKIE run (by validation RSUM) for python -m cookie_lib.search")
     e.add_argument("--profile", required=True)
     e.add_argument("--runs-root", default="runs")
@@ -386,7 +417,12 @@ def main(argv: list[str] | None = None) -> None:
         df = run_study(a.profile, a.runs_root, progress=not a.no_progress)
         print(df.drop(columns="per_query").groupby("variant", sort=False).mean(numeric_only=True).round(2).to_string())
         return
-    extra = json.loads(a.extra)
+    extra = parse_overrides(a.set)
+    if a.extra is not None:
+        legacy = json.loads(a.extra)
+        print(f"grid one: --extra is deprecated; use --set {' '.join(map(shlex.quote, format_overrides(legacy)))}",
+              file=sys.stderr)
+        extra = {**legacy, **extra}
     corpus = load_corpus(load_config(a.profile, {**extra, "data.validate": False}))  # the parent validated it
     r = run_one(a.profile, a.variant, a.seed, corpus, extra or None, a.runs_root, progress=False)
     print(json.dumps({"variant": a.variant, "seed": a.seed, "emoji_mr": r.get("test", {}).get("emoji_mr")}))

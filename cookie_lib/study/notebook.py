@@ -1,7 +1,18 @@
-"""The notebooks' setup in one call, so each notebook's setup cell is one or two lines::
+"""The notebooks' setup in one call, so each notebook's setup cell is two lines::
 
     from cookie_lib.study.notebook import setup
-    run, RESULTS = setup(dict(profile=profile, results_dir=results_dir, seeds=seeds))
+    run, RESULTS = setup(profile, globals())
+
+or, in the notebooks that look at the whole study (every run and the claims table)::
+
+    from cookie_lib.study.notebook import setup_study
+    run, RESULTS, runs, claims = setup_study(profile, globals())
+
+The parameters cell holds only ``profile = "smoke"`` (the fast CI profile, since nbval cannot inject
+parameters); every other value comes from the profile file. ``globals()`` hands over what papermill
+injected after that cell (``-f profiles/NAME.yaml`` injects every top-level key of the file, ``-p
+results_dir DIR`` one of them): its run-level keys replace the file's, validated by
+:func:`cookie_lib.study.profile.load_run_profile` like the file itself (ConfigError naming a bad value).
 
 ``run`` is the validated :class:`~cookie_lib.study.profile.RunProfile` (``run.config`` is the training
 config, ``run.seeds``, ...) and ``RESULTS`` the results folder, absolute and created. Paths do not depend
@@ -11,37 +22,48 @@ are taken from the project root.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
-from .profile import RunProfile, load_run_profile, run_keys, run_profile_from_dict
+import pandas as pd
+
+from ..config import CONFIG_KEY, ConfigError
+from .profile import RunProfile, load_run_profile, run_keys
 
 
-def setup(profile_or_params: str | Path | dict, quiet: bool = False) -> tuple[RunProfile, Path]:
+def setup(profile: str | Path, params: Mapping | None = None, quiet: bool = False) -> tuple[RunProfile, Path]:
     """Load the run profile, set the environment, create the results folder; returns ``(run, results)``.
 
-    ``profile_or_params`` is a profile name or path, or the notebook's parameters as a dict: its
-    ``profile`` names the profile file and its other keys (run-level keys only, e.g. ``seeds``,
-    ``results_dir`` as papermill or the parameters cell set them) replace the file's values, validated
-    the same way (ConfigError naming an unknown key or a bad value).
+    ``profile`` is a profile name or path. ``params`` is the notebook's namespace (``globals()``) or any
+    mapping: its run-level keys (``results_dir``, ``seeds``, ...) override the file's; its ``profile`` (a name
+    papermill injected) and ``config`` (the file's training section, which ``-f`` injects; the grid reads the
+    training config from the file) are skipped, and so is every other name. ``quiet`` skips the one-line
+    summary.
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the encoders are packaged; never stall on a hub lookup
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no fork warnings from the tokenizer
-    if isinstance(profile_or_params, dict):
-        params = dict(profile_or_params)
-        if "profile" not in params:
-            raise ValueError(f"setup(params): params need a 'profile' key, got {sorted(params)}")
-        base = load_run_profile(params["profile"])
-        values = {k: getattr(base, k) for k in run_keys()}
-        values.update({k: v for k, v in params.items() if k != "profile"})
-        values["profile"] = Path(str(params["profile"])).stem
-        run = run_profile_from_dict({**values, "config": base.config.to_dict()}, f"notebook parameters "
-                                    f"(profile {base.path})")
-        run.path = base.path
-    else:
-        run = load_run_profile(profile_or_params)
+    if not isinstance(profile, (str, Path)):
+        raise ConfigError(f"notebook parameter profile={profile!r} must be a profile name or a path")
+    overrides = {k: v for k, v in (params or {}).items() if k in run_keys() and k not in ("profile", CONFIG_KEY)}
+    run = load_run_profile(profile, overrides)
     results = run.results_path
     results.mkdir(parents=True, exist_ok=True)
     if not quiet:
         print("profile:", run.profile, "| dataset:", run.config.data.dataset, "| seeds:", run.seeds,
               "| results ->", run.results_dir)  # as configured: no machine-specific absolute path in outputs
     return run, results
+
+
+def setup_study(profile: str | Path, params: Mapping | None = None, quiet: bool = False
+                ) -> tuple[RunProfile, Path, pd.DataFrame, pd.DataFrame]:
+    """:func:`setup`, then every run of the profile's study and its claims table: ``(run, results, runs, claims)``.
+
+    ``runs`` is :func:`cookie_lib.study.grid.run_study` (trains what is missing, loads the rest: after
+    ``run_all.sh`` everything is loaded) and ``claims`` :func:`cookie_lib.study.verdicts.study_claims` of
+    them, the whole Holm family computed once and written to ``results/claims.csv``."""
+    from . import grid, verdicts  # heavy: only the notebooks that look at the study import them
+
+    run, results = setup(profile, params, quiet)
+    runs = grid.run_study(run.profile)
+    claims = verdicts.study_claims(runs, results / "claims.csv", run.bootstrap_resamples)
+    return run, results, runs, claims

@@ -1,10 +1,12 @@
-"""The run-level keys of a profile (``profiles/NAME.yaml``), validated like the training config.
+"""The run-level keys of a profile (``profiles/NAME.yaml``): a typed view over :mod:`cookie_lib.config`'s reader.
 
-A profile holds the training config under ``config:`` (validated by :func:`cookie_lib.config.load_config`)
-and, beside it, the keys that describe the whole study run: where results go, which seeds, how many
-runs at a time, the benchmark's arguments. papermill injects these top-level keys into the notebooks;
-``run_all.sh`` and the grid read them through :func:`load_run_profile`, so a typo (``seed: [0, 1, 2]``)
-or a bad value fails with a :class:`~cookie_lib.config.ConfigError` naming it instead of being ignored.
+A profile holds the training config under ``config:`` and, beside it, the keys that describe the whole
+study run: where results go, which seeds, how many runs at a time, the benchmark's arguments. The file is
+found, read and split by :func:`cookie_lib.config.read_profile` / :func:`~cookie_lib.config.split_profile`
+(the same reader as :func:`~cookie_lib.config.load_config`); this module types and checks the run-level part.
+papermill injects these top-level keys into the notebooks; ``run_all.sh`` and the grid read them through
+:func:`load_run_profile`, so a typo (``seed: [0, 1, 2]``) or a bad value fails with a
+:class:`~cookie_lib.config.ConfigError` naming it instead of being ignored.
 
     python -m cookie_lib.study.profile get results_dir --profile default     # prints: results
     python -m cookie_lib.study.profile check --profile smoke                 # validates, prints the keys
@@ -19,10 +21,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-from ..config import Config, ConfigError, config_from_dict, project_root, read_profile
-
-CONFIG_KEY = "config"  # the training config's section; everything else at the top level is run-level
+from ..config import (CONFIG_KEY, Config, ConfigError, config_from_dict, read_profile, resolve_path,
+                      split_profile)
 
 
 @dataclass
@@ -47,8 +47,7 @@ class RunProfile:
     @property
     def results_path(self) -> Path:
         """``results_dir`` as an absolute path (relative paths are taken from the project root)."""
-        p = Path(self.results_dir)
-        return p if p.is_absolute() else project_root() / p
+        return resolve_path(self.results_dir)
 
     def get(self, key: str):
         """One run-level value by name (the CLI's ``get``); ConfigError for an unknown key."""
@@ -60,14 +59,6 @@ class RunProfile:
 def run_keys() -> list[str]:
     """The run-level keys a profile may hold beside ``config``."""
     return [f.name for f in dataclasses.fields(RunProfile) if f.name not in ("config", "path")]
-
-
-def profile_path(name_or_path: str | Path) -> Path:
-    """``profiles/NAME.yaml`` for a bare name, else the path itself (relative = to the project root)."""
-    p = Path(name_or_path)
-    if not p.suffix:
-        return project_root() / "profiles" / f"{p}.yaml"
-    return p if p.is_absolute() else project_root() / p
 
 
 def _check(where: str, key: str, value, annotation):
@@ -92,17 +83,19 @@ def _check(where: str, key: str, value, annotation):
 def run_profile_from_dict(values: dict, where: str = "profile", overrides: dict | None = None) -> RunProfile:
     """Validate a profile's top-level mapping (run-level keys + ``config``) into a :class:`RunProfile`.
 
-    ``overrides`` (dotted training-config keys, as for :func:`~cookie_lib.config.load_config`) apply to
-    ``config``. Raises ConfigError naming ``where`` and the first unknown key or bad value."""
+    ``overrides`` are those of :func:`load_run_profile`. Raises ConfigError naming ``where`` and the first
+    unknown key or bad value."""
     if not isinstance(values, dict):
         raise ConfigError(f"{where} must be a YAML mapping, got {type(values).__name__}")
-    allowed = run_keys() + [CONFIG_KEY]
-    unknown = sorted(set(values) - set(allowed), key=str)
+    config_values, run_values = split_profile(values, where)
+    run_overrides, config_overrides = _split_overrides(overrides)
+    run_values = {**run_values, **run_overrides}
+    unknown = sorted(set(run_values) - set(run_keys()), key=str)
     if unknown:
-        raise ConfigError(f"{where}: unknown run-level key(s) {unknown}; allowed: {allowed} "
+        raise ConfigError(f"{where}: unknown run-level key(s) {unknown}; allowed: {run_keys() + [CONFIG_KEY]} "
                           f"(training settings go under '{CONFIG_KEY}:')")
     hints = typing.get_type_hints(RunProfile)
-    kwargs = {k: _check(where, k, values[k], hints[k]) for k in run_keys() if k in values}
+    kwargs = {k: _check(where, k, run_values[k], hints[k]) for k in run_keys() if k in run_values}
     if kwargs.get("bootstrap_resamples", 9999) < 99:
         raise ConfigError(f"{where}: bootstrap_resamples={kwargs['bootstrap_resamples']!r} must be >= 99")
     if kwargs.get("workers", 1) < 1:
@@ -111,15 +104,26 @@ def run_profile_from_dict(values: dict, where: str = "profile", overrides: dict 
         if any(s < 0 for s in kwargs.get(key, [])):
             raise ConfigError(f"{where}: {key}={kwargs[key]!r} must hold seeds >= 0")
     try:
-        config = config_from_dict(values.get(CONFIG_KEY) or {}, overrides)
+        config = config_from_dict(config_values, config_overrides)
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from None
     return RunProfile(**kwargs, config=config)
 
 
+def _split_overrides(overrides: dict | None) -> tuple[dict, dict]:
+    """``(run-level, training-config)`` overrides: run-level keys are single names (``seeds``), training keys
+    dotted (``loss.visual``), as :func:`cookie_lib.config.parse_overrides` reads ``--set`` items."""
+    items = (overrides or {}).items()
+    return {k: v for k, v in items if "." not in k}, {k: v for k, v in items if "." in k}
+
+
 def load_run_profile(name_or_path: str | Path, overrides: dict | None = None) -> RunProfile:
-    """Read and validate ``profiles/NAME.yaml`` (or a path): run-level keys and the training config."""
-    path, values = read_profile(profile_path(name_or_path))
+    """Read and validate ``profiles/NAME.yaml`` (or a path): run-level keys and the training config.
+
+    ``overrides`` replace values of the file: run-level keys by name (``{"seeds": [0]}``, what the notebooks'
+    parameters give) and training-config keys dotted (``{"loss.visual": 0.0}``, as for
+    :func:`~cookie_lib.config.load_config`)."""
+    path, values = read_profile(name_or_path)
     prof = run_profile_from_dict(values, str(path), overrides)
     prof.path = path
     prof.profile = prof.profile or path.stem
