@@ -101,7 +101,7 @@ def _text_metrics(suite: DownstreamSuite, emb: dict) -> dict[str, float]:
     return out
 
 
-def profile_table(profile: str) -> pd.DataFrame:
+def profile_table(profile: str, extra: dict | None = None) -> pd.DataFrame:
     """``candidate_table`` for a profile's downstream emoji set (val and test splits), WordNet task and
     pre-training corpus, with the layer the profile's models read and the whole CNN."""
     from ..config import load_config, resolve_path
@@ -111,7 +111,7 @@ def profile_table(profile: str) -> pd.DataFrame:
     from .profile import load_run_profile
 
     run = load_run_profile(profile)
-    cfg = load_config(profile)
+    cfg = load_config(profile, extra)
     corpus = load_corpus(cfg)
     pre = split_features(cfg, corpus.split("train"), "train", cfg.train.num_views, resolve_path(cfg.data.dataset))
     test = downstream_suite(profile, cfg)

@@ -461,9 +461,10 @@ def _whitener(fit: torch.Tensor, dim: int, what: str):
     return apply
 
 
-def frozen_baseline(suite: DownstreamSuite, pretrain_feats: SplitFeatures, dim: int
-                    ) -> tuple[dict[str, float], dict[str, list[float]]]:
-    """Unimodal tasks (img_*, wn_*, txt_*) with the frozen encoders' pooled features, PCA-whitened.
+def frozen_baseline(suite: DownstreamSuite, pretrain_feats: SplitFeatures, dim: int, whiten_image: bool = True,
+                    whiten_text: bool = True) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Unimodal tasks (img_*, wn_*, txt_*) with the frozen encoders' pooled features, PCA-whitened (or, with
+    ``whiten_image`` / ``whiten_text`` False, only L2-normalised: e = z / ||z||).
 
     Image: z = mean_t tokens[t] of the frozen CNN grid; text: z = masked mean of the MiniLM states.
     Each modality gets its own PCA(n_components = dim, the model width, whiten=True), fit on the
@@ -474,8 +475,12 @@ def frozen_baseline(suite: DownstreamSuite, pretrain_feats: SplitFeatures, dim: 
     """
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
         raise ValueError(f"dim: expected a positive int (the model width), got {dim!r}")
-    img_w = _whitener(pooled_image_features(pretrain_feats), dim, "image")
-    txt_w = _whitener(pooled_text_features(pretrain_feats.text_tokens, pretrain_feats.text_mask), dim, "text")
+    def unit(x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x.float(), dim=-1)
+
+    img_w = _whitener(pooled_image_features(pretrain_feats), dim, "image") if whiten_image else unit
+    txt_w = (_whitener(pooled_text_features(pretrain_feats.text_tokens, pretrain_feats.text_mask), dim, "text")
+             if whiten_text else unit)
     emb = {}
     if suite.emoji is not None:
         emb["emoji_img"] = img_w(pooled_image_features(suite.emoji))

@@ -60,17 +60,22 @@ VARIANTS: dict[str, dict] = {
 }
 # The fine-tuned arm (cookie_lib.prefix): the same variants with the last FT_BLOCKS CNN blocks and text layers
 # trained on the cached frozen prefix at FT_ENCODER_LR, run with the profile's ``finetune_seeds`` (none by default).
-FT_BLOCKS = 2  # k from the cost/benefit pilot (python -m cookie_lib.study.bench.finetune; docs/method.md): k = 2 cost
-# about as much per step as k = 1 and gained more validation mR
+FT_BLOCKS = 1  # k: the cost/benefit pilot (python -m cookie_lib.study.bench.finetune; docs/method.md) ordered k = 2
+# above k = 1 on validation mR after 30 steps, but k = 1 costs 0.69x as much per step (bf16, 1 thread: 350 vs 243
+# pairs/s), and only k = 1 fits both arms at the plateau budget in run_all's time (pre-registration version 3)
 FT_ENCODER_LR = 1e-4  # 10x below the head's lr; the config default 1e-5 barely moves a tail in ~400 steps
 FINETUNE = {"model.finetune_visual_blocks": FT_BLOCKS, "model.finetune_text_layers": FT_BLOCKS,
             "train.encoder_lr": FT_ENCODER_LR}
 VARIANTS.update({f"ft_{v}": {**FINETUNE, **VARIANTS[v]} for v in ("cookie", "cross_modal_only", "no_visual",
                                                                    "no_textual")})
 FINETUNED = ["ft_cookie", "ft_cross_modal_only", "ft_no_visual", "ft_no_textual"]
-PRIMARY = ["cookie", "cross_modal_only", "no_visual", "no_textual", "separate_1", "separate_2"]
-SECONDARY = ["depth_0", "depth_1", "visual_concept"]
-LOSS_ABLATION = ["cookie", "cross_modal_only", "no_visual", "no_textual", "visual_concept"]
+# Frozen arm: PRIMARY variants run with the profile's ``seeds``, SECONDARY with ``secondary_seeds``; the fine-tuned
+# arm (FINETUNED) with ``finetune_seeds``. The loss ablation is read on the fine-tuned arm, beside the frozen
+# models it starts from (pre-registration version 3); no_visual, no_textual and visual_concept keep their
+# definitions (``grid one``) but are not part of the study's run.
+PRIMARY = ["cookie", "cross_modal_only", "separate_1", "separate_2"]
+SECONDARY = ["depth_0", "depth_1"]
+LOSS_ABLATION = FINETUNED + ["cookie", "cross_modal_only"]
 HEAD_ABLATION = ["cookie", "separate_1", "separate_2", "depth_0", "depth_1"]
 # Variants whose model.depth is derived from the profile's (cookie's) depth L by matched_depth, so that their two
 # separate stacks hold as many head parameters as cookie's one shared stack (at the default L = 2: 1 + 1 layers).
@@ -162,22 +167,34 @@ def run_one(profile: str, variant: str, seed: int, corpus: KarpathyCorpus | None
 
 def frozen_run(profile: str, extra: dict | None = None, runs_root: str | Path = "runs") -> dict:
     """The frozen-encoder baseline as a seedless run (deterministic): unimodal downstream metrics of the
-    pretrained encoders' pooled features, PCA-whitened on the pre-training set (see
-    :func:`cookie_lib.study.downstream.frozen_baseline`). Written to ``runs/<profile>/frozen/result.json``."""
+    pretrained encoders' pooled features (see :func:`cookie_lib.study.downstream.frozen_baseline`), the
+    candidate chosen on the emoji validation split by :func:`cookie_lib.study.baselines.profile_table`
+    (the pooled layer the models read or the whole CNN, whitened or not; text whitened or not). Written to
+    ``runs/<profile>/frozen/result.json`` with the choice (``baseline``) and every candidate's validation and
+    test numbers (``candidates``; the test numbers never choose)."""
+    from .baselines import profile_table
+
     cfg = load_config(profile, extra)
     done = run_dir(profile, FROZEN, None, runs_root) / "result.json"
-    if done.exists() and same_config(json.loads(done.read_text()).get("config"), cfg):
-        return json.loads(done.read_text())
+    if done.exists():
+        stored = json.loads(done.read_text())
+        if same_config(stored.get("config"), cfg) and "baseline" in stored:
+            return stored
+    table = profile_table(profile, extra)
+    image, text = (table[(table.modality == m) & table.chosen].iloc[0] for m in ("image", "text"))
     corpus = load_corpus(cfg)
     pretrain = split_features(cfg, corpus.split("train"), "train", cfg.train.num_views, resolve_path(cfg.data.dataset))
     suite = downstream_suite(profile, cfg)
-    if cfg.model.visual_layer != "all":
-        # The trained models read an earlier feature map (more tokens); the pretrained CNN's own representation is
-        # its last feature map, globally pooled. The baseline gets that one, at the same input size.
+    if image.source == "whole" and cfg.model.visual_layer != "all":
+        # the pretrained CNN's own representation: its last feature map, globally pooled, at the same input size
         pretrain, suite = _whole_network_images(cfg, pretrain), copy.copy(suite)
         suite.emoji = suite.emoji and _whole_network_images(cfg, suite.emoji)
-    metrics, per_query = frozen_baseline(suite, pretrain, cfg.model.dim)
-    result = manifest(cfg.to_dict(), variant=FROZEN, seed=None, test=metrics, per_query=per_query, train_seconds=0.0)
+    metrics, per_query = frozen_baseline(suite, pretrain, cfg.model.dim, whiten_image=bool(image.whitened),
+                                         whiten_text=bool(text.whitened))
+    baseline = {"image": str(image.source), "image_whitened": bool(image.whitened),
+                "text_whitened": bool(text.whitened), "chosen_on": "emoji validation img_r1 (image), txt_r1 (text)"}
+    result = manifest(cfg.to_dict(), variant=FROZEN, seed=None, test=metrics, per_query=per_query, train_seconds=0.0,
+                      baseline=baseline, candidates=json.loads(table.to_json(orient="records")))
     atomic_write_json(result, done)
     return result
 
@@ -272,12 +289,26 @@ def _finished(profile, variant, seed, extra, runs_root) -> bool:
                                        variant)
 
 
+def study_jobs(run) -> list[tuple[str, int]]:
+    """(variant, seed) of every training run of a run profile's study: the frozen arm's PRIMARY x ``seeds``
+    and SECONDARY x ``secondary_seeds``, the fine-tuned arm's FINETUNED x ``finetune_seeds``."""
+    return ([(v, s) for v in PRIMARY for s in run.seeds] + [(v, s) for v in SECONDARY for s in run.secondary_seeds]
+            + [(v, s) for v in FINETUNED for s in run.finetune_seeds])
+
+
+def study_runs(run, runs_root: str | Path = "runs") -> dict[str, list[dict]]:
+    """Every training run of the study (:func:`study_jobs`), finished ones loaded: {variant: [result, ...]}."""
+    out: dict[str, list[dict]] = {}
+    for v, s in study_jobs(run):
+        out.setdefault(v, []).append(run_one(run.profile, v, s, runs_root=runs_root, progress=False))
+    return out
+
+
 def run_study(profile: str, runs_root: str | Path = "runs", progress: bool = True) -> pd.DataFrame:
     """The whole pre-registered study of a profile: PRIMARY x ``seeds``, SECONDARY x ``secondary_seeds``
     and the frozen baseline, as one frame (runs already finished are loaded, not retrained)."""
     run = load_run_profile(profile)
-    jobs = [(v, s) for v in PRIMARY for s in run.seeds] + [(v, s) for v in SECONDARY for s in run.secondary_seeds]
-    jobs += [(v, s) for v in FINETUNED for s in run.finetune_seeds]  # the fine-tuned arm (empty by default)
+    jobs = study_jobs(run)
     # the cross-encoders start from the COOKIE run of their seed: queue COOKIE's runs first, then them, then
     # the rest, so no worker waits on a COOKIE run and none trains a cross-encoder alone at the end
     onestream = [(ONESTREAM, s) for s in run.onestream_seeds]
