@@ -44,6 +44,7 @@ from pathlib import Path
 
 import torch
 
+from . import metric_names as N
 from .config import Config, ConfigError, config_from_dict, resolve_path
 from .data import load_karpathy, text_matching_set, validated_split
 from .features import ImageTokens, SplitFeatures, TextTokens, split_features
@@ -82,7 +83,7 @@ def unimodal_metrics(img: torch.Tensor, txt: torch.Tensor, feats: SplitFeatures)
     classes = [r.subgroup for r in records] if all(r.subgroup for r in records) else None
     if len(set(keys)) < len(keys) or classes is not None:
         ir = image_retrieval(img, keys, classes)
-        out.update({f"img_{k}": v for k, v in ir.items()})
+        out.update({N.IMAGE_RETRIEVAL[k]: v for k, v in ir.items()})
     try:
         q_texts, q_keys, c_texts, c_keys = text_matching_set(records, *TEXT_MATCHING_KINDS)
     except ValueError:
@@ -93,22 +94,25 @@ def unimodal_metrics(img: torch.Tensor, txt: torch.Tensor, feats: SplitFeatures)
         raise ValueError(f"{len(missing)} text-matching texts are not captions of the split (e.g. {missing[0]!r}); "
                          "raise data.max_captions")
     tm = text_matching(txt[[row[t] for t in q_texts]], txt[[row[t] for t in c_texts]], q_keys, c_keys)
-    out.update({f"txt_{k}": v for k, v in tm.items()})
+    out.update({N.TEXT_MATCHING[k]: v for k, v in tm.items()})
     return out
 
 
 PROTOCOLS = ("study", "karpathy")
-KS = (1, 5, 10)
+KS = N.KS
 
 
 def distinct_caption_retrieval(img: torch.Tensor, txt: torch.Tensor, feats: SplitFeatures) -> dict[str, float]:
     """The study protocol from image [N, d] and DISTINCT-caption [M, d] embeddings: i2t_r{1,5,10},
-    t2i_r{1,5,10} (points), rsum, mr = rsum / 6, i2t_medr / t2i_medr (median 1-based rank)."""
-    ranks = dict(zip(("i2t", "t2i"), cross_modal_pair_ranks(img, txt, caption_pairs(feats.caption_ids))))
-    out = {f"{d}_r{k}": 100.0 * float((r < k).double().mean()) for d, r in ranks.items() for k in KS}
-    out["rsum"] = sum(out.values())
-    out["mr"] = out["rsum"] / 6
-    out.update({f"{d}_medr": float(r.double().median()) + 1.0 for d, r in ranks.items()})
+    t2i_r{1,5,10} (points), rsum, mr = rsum / 6, i2t_medr / t2i_medr = 1 + the lower median of the 0-based
+    ranks (torch.median; the Karpathy protocol's :func:`cookie_lib.metrics.median_rank` averages the two
+    middle ranks of an even count)."""
+    i2t, t2i = cross_modal_pair_ranks(img, txt, caption_pairs(feats.caption_ids))
+    out = {name: 100.0 * float((r < k).double().mean())
+           for names, r in ((N.KARPATHY.i2t, i2t), (N.KARPATHY.t2i, t2i)) for name, k in zip(names, KS)}
+    out[N.RSUM] = sum(out.values())
+    out[N.MR] = out[N.RSUM] / 6
+    out[N.I2T_MEDR], out[N.T2I_MEDR] = (float(r.double().median()) + 1.0 for r in (i2t, t2i))
     return out
 
 
@@ -131,7 +135,7 @@ def evaluate_split(model: CookieModel, feats: SplitFeatures, device: torch.devic
 
 
 # ----------------------------------------------------------------------------- a trained run folder
-CROSS_MODAL_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum", "i2t_medr", "t2i_medr")
+CROSS_MODAL_KEYS = (*N.KARPATHY.i2t, *N.KARPATHY.t2i, N.RSUM, N.I2T_MEDR, N.T2I_MEDR)
 COCO_TEST_IMAGES = 5000
 COCO_FOLDS = 5  # the 1K protocol: 5 folds of 1,000 images
 
@@ -283,7 +287,7 @@ def evaluate_model(model: str | Path | None = None, run: str | Path | None = Non
     feats = split_features(cfg, records, split, 1, path)
     encoders = dict(image_encoder=live[0], text_encoder=live[1], image_size=cfg.model.image_size)
     metrics = evaluate_split(head, feats, dev, protocol, **encoders)
-    metrics.setdefault("mr", metrics["rsum"] / 6)
+    metrics.setdefault(N.MR, metrics[N.RSUM] / 6)
     out = {**source, "split": split, "protocol": protocol, "corpus": corpus.name, "dataset": str(path),
            "images": len(records), "captions": sum(len(r.captions) for r in records),
            "distinct_captions": len(feats.texts), "metrics": metrics, "notes": []}
@@ -325,18 +329,19 @@ def format_metrics(result: dict) -> str:
              f"protocol {result['protocol']}", "",
              f"{'task':28s} {'R@1':>7s} {'R@5':>7s} {'R@10':>7s}  other"]
 
-    def row(name, prefix, extra=""):
-        vals = [m.get(f"{prefix}_r{k}") for k in KS]
+    def row(name, names, extra=""):
+        vals = [m.get(n) for n in names]
         cells = " ".join(f"{v:7.2f}" if v is not None else f"{'-':>7s}" for v in vals)
         lines.append(f"{name:28s} {cells}  {extra}".rstrip())
 
-    row("image -> text", "i2t", f"medr {m['i2t_medr']:.1f}" if "i2t_medr" in m else "")
-    row("text -> image", "t2i", f"medr {m['t2i_medr']:.1f}" if "t2i_medr" in m else "")
-    lines.append(f"{'cross-modal':28s} RSUM {m['rsum']:.2f}   mR {m['mr']:.2f}")
-    if "img_r1" in m:
-        row("image -> image (same key)", "img", f"mAP {m['img_map']:.2f} (same class)" if "img_map" in m else "")
-    if "txt_r1" in m:
-        row("label -> keywords (text)", "txt", f"MRR {m['txt_mrr']:.2f}")
+    row("image -> text", N.KARPATHY.i2t, f"medr {m[N.I2T_MEDR]:.1f}" if N.I2T_MEDR in m else "")
+    row("text -> image", N.KARPATHY.t2i, f"medr {m[N.T2I_MEDR]:.1f}" if N.T2I_MEDR in m else "")
+    lines.append(f"{'cross-modal':28s} RSUM {m[N.RSUM]:.2f}   mR {m[N.MR]:.2f}")
+    if N.IMG_R1 in m:
+        row("image -> image (same key)", (N.IMG_R1, N.IMG_R5, N.IMG_R10),
+            f"mAP {m[N.IMG_MAP]:.2f} (same class)" if N.IMG_MAP in m else "")
+    if N.TXT_R1 in m:
+        row("label -> keywords (text)", (N.TXT_R1, N.TXT_R5, N.TXT_R10), f"MRR {m[N.TXT_MRR]:.2f}")
     for section in ("coco_1k", "coco_5k"):
         if section in result:
             c = result[section]

@@ -29,7 +29,8 @@ Wrappers
   :func:`cross_modal_pair_ranks` (both directions, e.g. a de-duplicated caption gallery);
   :func:`key_pairs` and :func:`caption_pairs` build the pairs.
 
-Metric names are defined once in :mod:`cookie_lib.metric_names`.
+Metric names are defined once in :mod:`cookie_lib.metric_names`; argument checks live in
+:mod:`cookie_lib.metric_inputs`.
 """
 
 from __future__ import annotations
@@ -39,132 +40,15 @@ from typing import Callable, Hashable, Sequence
 import torch
 
 from . import metric_names as N
+from .metric_inputs import (check_chunk, check_embeddings, check_index, check_ks, check_pairs, check_same_space,
+                            encode_keys)
 
 __all__ = ["cross_modal_retrieval", "coco_1k", "image_retrieval", "text_matching", "pair_ranks",
-           "score_matrix_ranks", "pair_average_precision", "cross_modal_pair_ranks", "key_pairs", "caption_pairs"]
+           "score_matrix_ranks", "pair_average_precision", "cross_modal_pair_ranks", "key_pairs", "caption_pairs",
+           "recalls", "median_rank"]
 
 Tensor = torch.Tensor
 BLOCK_ELEMENTS = 2**23  # scores per block: bounds memory and the first-touch page faults of a fresh buffer
-
-
-# ----------------------------------------------------------------------------- input checks
-
-
-def _check_emb(x, name: str) -> Tensor:
-    """Return ``x`` as a finite, non-empty 2-D floating tensor ``[n, D]`` or raise ValueError."""
-    if not isinstance(x, Tensor):
-        try:
-            x = torch.as_tensor(x)
-        except Exception as exc:  # noqa: BLE001 - any conversion failure is a bad argument
-            raise ValueError(f"{name}: cannot be converted to a tensor ({exc})") from None
-    if x.dim() != 2:
-        raise ValueError(f"{name}: expected a 2-D tensor [n, D], got shape {tuple(x.shape)}")
-    if x.shape[0] == 0 or x.shape[1] == 0:
-        raise ValueError(f"{name}: empty tensor of shape {tuple(x.shape)}")
-    if x.is_complex() or x.dtype == torch.bool:
-        raise ValueError(f"{name}: unsupported dtype {x.dtype}")
-    if not x.is_floating_point():
-        x = x.double()  # integers are exact in float64
-    elif x.dtype in (torch.float16, torch.bfloat16):
-        x = x.float()  # half matmul on CPU is slow and imprecise
-    x = x.detach()
-    if not bool(torch.isfinite(x).all()):
-        bad = int((~torch.isfinite(x)).any(dim=1).nonzero()[0, 0])
-        raise ValueError(f"{name}: contains NaN or inf (first bad row: {bad})")
-    return x
-
-
-def _check_pair(a: Tensor, b: Tensor, name_a: str, name_b: str) -> tuple[Tensor, Tensor]:
-    if a.shape[1] != b.shape[1]:
-        raise ValueError(f"{name_a} and {name_b}: embedding dims differ ({a.shape[1]} vs {b.shape[1]})")
-    if a.device != b.device:
-        raise ValueError(f"{name_a} and {name_b}: on different devices ({a.device}, {b.device})")
-    dtype = torch.promote_types(a.dtype, b.dtype)
-    return a.to(dtype), b.to(dtype)
-
-
-def _check_ks(ks) -> tuple[int, ...]:
-    try:
-        ks = tuple(ks)
-    except TypeError:
-        raise ValueError(f"ks: expected a sequence of positive ints, got {ks!r}") from None
-    if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
-        raise ValueError(f"ks: expected a non-empty sequence of positive ints, got {ks!r}")
-    if len(set(ks)) != len(ks):
-        raise ValueError(f"ks: duplicate values in {ks!r}")
-    return ks
-
-
-def _check_chunk(chunk_size) -> int:
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size: expected a positive int, got {chunk_size!r}")
-    return chunk_size
-
-
-def _check_int_tensor(x, name: str) -> Tensor:
-    if not isinstance(x, Tensor):
-        try:
-            x = torch.as_tensor(x)
-        except Exception as exc:  # noqa: BLE001
-            raise ValueError(f"{name}: cannot be converted to a tensor ({exc})") from None
-    if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
-        raise ValueError(f"{name}: expected an integer tensor, got dtype {x.dtype}")
-    return x.long()
-
-
-def _check_index(idx, name: str, length: int, upper: int, device) -> Tensor:
-    """Integer index vector of shape [length] with values in [0, upper)."""
-    idx = _check_int_tensor(idx, name)
-    if idx.dim() != 1 or idx.shape[0] != length:
-        raise ValueError(f"{name}: expected shape [{length}], got {tuple(idx.shape)}")
-    idx = idx.to(device)
-    bad = ((idx < 0) | (idx >= upper)).nonzero()
-    if bad.numel():
-        p = int(bad[0, 0])
-        raise ValueError(f"{name}: index out of range [0, {upper}) at position {p} (value {int(idx[p])})")
-    return idx
-
-
-def _check_pairs(pairs, name: str, n_q: int, n_g: int, device) -> Tensor:
-    """[2, P] long pairs, row 0 a query index in [0, n_q), row 1 a gallery index in [0, n_g)."""
-    if pairs is None:
-        return torch.zeros(2, 0, dtype=torch.long, device=device)
-    pairs = _check_int_tensor(pairs, name)
-    if pairs.dim() != 2 or pairs.shape[0] != 2:
-        raise ValueError(f"{name}: expected shape [2, P], got {tuple(pairs.shape)}")
-    pairs = pairs.to(device)
-    for row, upper, what in ((0, n_q, "query"), (1, n_g, "gallery")):
-        bad = ((pairs[row] < 0) | (pairs[row] >= upper)).nonzero()
-        if bad.numel():
-            p = int(bad[0, 0])
-            raise ValueError(f"{name}: {what} index {int(pairs[row, p])} at pair {p} out of range [0, {upper})")
-    return pairs
-
-
-def _encode_keys(groups: Sequence[tuple[str, object, int]], device) -> list[Tensor]:
-    """Map several sequences of hashable keys onto one shared integer code space.
-
-    ``groups`` holds (argument name, keys, expected length); returns one long tensor per group.
-    """
-    table: dict[Hashable, int] = {}
-    out = []
-    for name, keys, length in groups:
-        if isinstance(keys, Tensor):
-            keys = keys.tolist()
-        try:
-            keys = list(keys)
-        except TypeError:
-            raise ValueError(f"{name}: expected a sequence of {length} keys") from None
-        if len(keys) != length:
-            raise ValueError(f"{name}: expected {length} keys, got {len(keys)}")
-        codes = []
-        for i, k in enumerate(keys):
-            try:
-                codes.append(table.setdefault(k, len(table)))
-            except TypeError:
-                raise ValueError(f"{name}: key at position {i} is not hashable ({k!r})") from None
-        out.append(torch.tensor(codes, dtype=torch.long, device=device))
-    return out
 
 
 # ----------------------------------------------------------------------------- the rank engine
@@ -257,10 +141,10 @@ def _ranks(score_block, n_q: int, n_g: int, positives: Tensor, ignore: Tensor, c
 
 
 def _prepare(queries, gallery, positives, ignore, chunk_size):
-    chunk_size = _check_chunk(chunk_size)
-    q, g = _check_pair(_check_emb(queries, "queries"), _check_emb(gallery, "gallery"), "queries", "gallery")
-    pos = _check_pairs(positives, "positives", q.shape[0], g.shape[0], q.device)
-    ign = _check_pairs(ignore, "ignore", q.shape[0], g.shape[0], q.device)
+    chunk_size = check_chunk(chunk_size)
+    q, g = check_same_space(check_embeddings(queries, "queries"), check_embeddings(gallery, "gallery"), "queries", "gallery")
+    pos = check_pairs(positives, "positives", q.shape[0], g.shape[0], q.device)
+    ign = check_pairs(ignore, "ignore", q.shape[0], g.shape[0], q.device)
     return q, g, pos, ign, chunk_size
 
 
@@ -288,7 +172,7 @@ def score_matrix_ranks(scores: Tensor, positive: Tensor, chunk_size: int = 1024)
     n_q, n_g = scores.shape
     pos = positive.nonzero().T.to(scores.device)
     none = torch.zeros(2, 0, dtype=torch.long, device=scores.device)
-    return _ranks(lambda start, stop: scores[start:stop], n_q, n_g, pos, none, _check_chunk(chunk_size),
+    return _ranks(lambda start, stop: scores[start:stop], n_q, n_g, pos, none, check_chunk(chunk_size),
                   scores.dtype, scores.device)[0]
 
 
@@ -337,8 +221,8 @@ def key_pairs(query_keys: Sequence[Hashable], gallery_keys: Sequence[Hashable] |
     Cost O(P), never O(Q * G)."""
     same_set = gallery_keys is None
     gallery_keys = query_keys if same_set else gallery_keys
-    q_codes, g_codes = _encode_keys([("query_keys", query_keys, len(query_keys)),
-                                     ("gallery_keys", gallery_keys, len(gallery_keys))], "cpu")
+    q_codes, g_codes = encode_keys([("query_keys", query_keys, len(query_keys)),
+                                    ("gallery_keys", gallery_keys, len(gallery_keys))], "cpu")
     return _code_pairs(q_codes, g_codes, exclude_self and same_set)
 
 
@@ -361,8 +245,8 @@ def cross_modal_pair_ranks(img_emb, txt_emb, positives, chunk_size: int = 1024) 
     positive texts is in the top K; text j if any image it is paired with is in the top K.
     Raises ValueError naming the first image or text without a positive.
     """
-    img, txt = _check_emb(img_emb, "img_emb"), _check_emb(txt_emb, "txt_emb")
-    pos = _check_pairs(positives, "positives", img.shape[0], txt.shape[0], img.device)
+    img, txt = check_embeddings(img_emb, "img_emb"), check_embeddings(txt_emb, "txt_emb")
+    pos = check_pairs(positives, "positives", img.shape[0], txt.shape[0], img.device)
     i2t, i_ok = pair_ranks(img, txt, pos, chunk_size=chunk_size)
     t2i, t_ok = pair_ranks(txt, img, pos.flip(0), chunk_size=chunk_size)
     for ok, what in ((i_ok, "image"), (t_ok, "text")):
@@ -405,15 +289,15 @@ def cross_modal_retrieval(img_emb, txt_emb, txt_to_img, img_keys: Sequence[Hasha
     Returns {i2t_r1, ..., t2i_r1, ..., rsum (sum of all R@K), i2t_medr, t2i_medr (:func:`median_rank`)}.
     Raises ValueError for malformed inputs and when an image has no positive caption.
     """
-    ks = _check_ks(ks)
-    chunk_size = _check_chunk(chunk_size)
-    img, txt = _check_pair(_check_emb(img_emb, "img_emb"), _check_emb(txt_emb, "txt_emb"), "img_emb", "txt_emb")
+    ks = check_ks(ks)
+    chunk_size = check_chunk(chunk_size)
+    img, txt = check_same_space(check_embeddings(img_emb, "img_emb"), check_embeddings(txt_emb, "txt_emb"), "img_emb", "txt_emb")
     n_img, n_txt = img.shape[0], txt.shape[0]
-    t2i = _check_index(txt_to_img, "txt_to_img", n_txt, n_img, img.device)
+    t2i = check_index(txt_to_img, "txt_to_img", n_txt, n_img, img.device)
     if img_keys is None:
         img_codes = torch.arange(n_img, device=img.device)
     else:
-        (img_codes,) = _encode_keys([("img_keys", img_keys, n_img)], img.device)
+        (img_codes,) = encode_keys([("img_keys", img_keys, n_img)], img.device)
     txt_codes = img_codes[t2i]
     orphan = ~torch.isin(img_codes, txt_codes)
     if bool(orphan.any()):
@@ -440,9 +324,9 @@ def coco_1k(img_emb, txt_emb, txt_to_img, img_keys: Sequence[Hashable] | None = 
     """
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 1:
         raise ValueError(f"folds: expected a positive int, got {folds!r}")
-    img, txt = _check_pair(_check_emb(img_emb, "img_emb"), _check_emb(txt_emb, "txt_emb"), "img_emb", "txt_emb")
+    img, txt = check_same_space(check_embeddings(img_emb, "img_emb"), check_embeddings(txt_emb, "txt_emb"), "img_emb", "txt_emb")
     n_img = img.shape[0]
-    t2i = _check_index(txt_to_img, "txt_to_img", txt.shape[0], n_img, img.device)
+    t2i = check_index(txt_to_img, "txt_to_img", txt.shape[0], n_img, img.device)
     if n_img % folds:
         raise ValueError(f"img_emb: {n_img} images cannot be split into {folds} equal folds")
     if img_keys is not None:
@@ -474,11 +358,11 @@ def image_retrieval(emb, keys: Sequence[Hashable], classes: Sequence[Hashable] |
         queries with >= 1 class positive and ``n_map_queries``.
     Raises ValueError on malformed input or when no query has a positive.
     """
-    ks = _check_ks(ks)
-    chunk_size = _check_chunk(chunk_size)
-    x = _check_emb(emb, "emb")
+    ks = check_ks(ks)
+    chunk_size = check_chunk(chunk_size)
+    x = check_embeddings(emb, "emb")
     n = x.shape[0]
-    (codes,) = _encode_keys([("keys", keys, n)], x.device)
+    (codes,) = encode_keys([("keys", keys, n)], x.device)
     self_pairs = torch.arange(n, device=x.device).repeat(2, 1)
     ranks, has_pos = pair_ranks(x, x, _code_pairs(codes, codes, exclude_self=True), self_pairs, chunk_size)
     n_q = int(has_pos.sum())
@@ -487,7 +371,7 @@ def image_retrieval(emb, keys: Sequence[Hashable], classes: Sequence[Hashable] |
     out = recalls(ranks[has_pos], ks, [N.at_k(N.R_AT, k, "r{k}") for k in ks])
     out[N.N_QUERIES] = float(n_q)
     if classes is not None:
-        (cls_codes,) = _encode_keys([("classes", classes, n)], x.device)
+        (cls_codes,) = encode_keys([("classes", classes, n)], x.device)
         ap, has_cls = pair_average_precision(x, x, _code_pairs(cls_codes, cls_codes, True), self_pairs, chunk_size)
         if not bool(has_cls.any()):
             raise ValueError("classes: no image shares its class with another image; mAP undefined")
@@ -504,10 +388,10 @@ def text_matching(query_emb, cand_emb, query_keys: Sequence[Hashable], cand_keys
     Returns ``r{K}`` = 100 * mean_q [rank(q) < K] and ``mrr`` = 100 * mean_q 1 / (rank(q) + 1).
     Raises ValueError on malformed input or if any query has no positive candidate.
     """
-    ks = _check_ks(ks)
-    chunk_size = _check_chunk(chunk_size)
-    q, c = _check_pair(_check_emb(query_emb, "query_emb"), _check_emb(cand_emb, "cand_emb"), "query_emb", "cand_emb")
-    q_codes, c_codes = _encode_keys([("query_keys", query_keys, q.shape[0]), ("cand_keys", cand_keys, c.shape[0])],
+    ks = check_ks(ks)
+    chunk_size = check_chunk(chunk_size)
+    q, c = check_same_space(check_embeddings(query_emb, "query_emb"), check_embeddings(cand_emb, "cand_emb"), "query_emb", "cand_emb")
+    q_codes, c_codes = encode_keys([("query_keys", query_keys, q.shape[0]), ("cand_keys", cand_keys, c.shape[0])],
                                     q.device)
     missing = ~torch.isin(q_codes, c_codes)
     if bool(missing.any()):

@@ -1,17 +1,21 @@
-"""Tests for cookie_lib.metrics: chunked metrics vs plain-Python brute force, hand-built
-cases, pessimistic ties, COCO 1K folds, sklearn AP, and hypothesis properties."""
+"""Tests for cookie_lib.metrics: the rank engine vs a numpy brute force, chunked metrics vs plain-Python
+brute force, hand-built cases, pessimistic ties, COCO 1K folds, sklearn AP, and hypothesis properties."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score
 
-from cookie_lib.metrics import coco_1k, cross_modal_retrieval, image_retrieval, text_matching
+from cookie_lib import metric_names as N
+from cookie_lib import metrics
+from cookie_lib.metrics import (coco_1k, cross_modal_retrieval, image_retrieval, key_pairs, pair_average_precision,
+                                pair_ranks, score_matrix_ranks, text_matching)
 
 KS = (1, 5, 10)
 
@@ -98,6 +102,114 @@ def _ref_text_matching(q, c, qk, ck, ks=KS):
 def _assert_close(got: dict, want: dict):
     for k, v in want.items():
         assert got[k] == pytest.approx(v, abs=1e-9), (k, got[k], v)
+
+
+# ----------------------------------------------------------------------------- the rank engine
+# numpy reference from the definition: rank(q) = #{g negative : S[q, g] >= max_{p positive} S[q, p]}, i.e. the
+# 1-based rank is 1 + #(negatives scoring better or equal); ignored pairs are neither positive nor negative and a
+# pair both positive and ignored is a positive.
+
+
+def _np_masks(n_q, n_g, positives, ignore):
+    pos = np.zeros((n_q, n_g), dtype=bool)
+    pos[positives[0], positives[1]] = True
+    neg = ~pos
+    neg[ignore[0], ignore[1]] = False
+    return pos, neg & ~pos
+
+
+def _np_ranks(S, pos, neg):
+    best = np.where(pos, S, -np.inf).max(axis=1)
+    return ((S >= best[:, None]) & neg).sum(axis=1), pos.any(axis=1)
+
+
+def _np_ap(S, pos, neg):
+    """AP by explicit sorting: score descending, negatives before positives among equal scores."""
+    out = np.zeros(len(S))
+    for q in range(len(S)):
+        keep = np.flatnonzero(pos[q] | neg[q])
+        order = keep[np.lexsort((pos[q, keep], -S[q, keep]))]  # last key first: score desc, then negatives
+        hits = pos[q, order]
+        if hits.any():
+            out[q] = np.mean((np.cumsum(hits) / np.arange(1, len(order) + 1))[hits])
+    return out
+
+
+def _engine_problem(seed, n_q=23, n_g=31, dim=3, n_pos=40, n_ign=15):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randint(-2, 3, (n_q, dim), generator=g).double()  # integer scores: many exact ties
+    gal = torch.randint(-2, 3, (n_g, dim), generator=g).double()
+    # random pairs with duplicates, some queries without a positive, ignored pairs overlapping positives
+    pos = torch.stack([torch.randint(n_q - 3, (n_pos,), generator=g), torch.randint(n_g, (n_pos,), generator=g)])
+    ign = torch.cat([pos[:, :5], torch.stack([torch.randint(n_q, (n_ign,), generator=g),
+                                              torch.randint(n_g, (n_ign,), generator=g)])], dim=1)
+    return q, gal, pos, ign
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("chunk_size", [1, 4, 1024])
+def test_engine_matches_numpy_reference(seed, chunk_size):
+    q, gal, pos, ign = _engine_problem(seed)
+    S = (q @ gal.T).numpy()
+    p, n = _np_masks(len(q), len(gal), pos.numpy(), ign.numpy())
+    want, want_has = _np_ranks(S, p, n)
+    ranks, has = pair_ranks(q, gal, pos, ign, chunk_size=chunk_size)
+    assert has.tolist() == want_has.tolist() and not has.all()  # some queries lack a positive
+    assert ranks.tolist() == want.tolist()  # without a positive: rank = #negatives
+    ap, has_ap = pair_average_precision(q, gal, pos, ign, chunk_size=chunk_size)
+    assert has_ap.tolist() == want_has.tolist()
+    np.testing.assert_allclose(ap.numpy(), _np_ap(S, p, n), rtol=0, atol=1e-12)
+    # a cross-encoder's score matrix: float32 and float64 scores, positives as a mask, nothing ignored
+    p, n = _np_masks(len(q), len(gal), pos.numpy(), np.zeros((2, 0), dtype=int))
+    for dtype in (torch.float32, torch.float64):
+        got = score_matrix_ranks(torch.from_numpy(S).to(dtype), torch.from_numpy(p), chunk_size=chunk_size)
+        assert got.tolist() == _np_ranks(S, p, n)[0].tolist()
+
+
+def test_engine_blocks_do_not_change_ranks(monkeypatch):
+    """The block-row cap (2**23 // G) and the chunk size only change how the work is cut."""
+    q, gal, pos, ign = _engine_problem(7, n_q=40, n_g=50, n_pos=300)
+    base = pair_ranks(q, gal, pos, ign, chunk_size=1024)
+    monkeypatch.setattr(metrics, "BLOCK_ELEMENTS", 3 * 50 + 1)  # three query rows per block
+    for chunk in (1, 2, 1024):
+        got = pair_ranks(q, gal, pos, ign, chunk_size=chunk)
+        assert torch.equal(got[0], base[0]) and torch.equal(got[1], base[1])
+
+
+def test_engine_with_hundreds_of_positives_per_query():
+    g = torch.Generator().manual_seed(5)
+    img = torch.randint(-2, 3, (60, 3), generator=g).float()
+    txt = torch.randint(-2, 3, (900, 3), generator=g).float()
+    t2i = torch.arange(60).repeat_interleave(15)
+    keys = [i % 2 for i in range(60)]  # 450 positive captions per image
+    _assert_close(cross_modal_retrieval(img, txt, t2i, img_keys=keys, chunk_size=7),
+                  _ref_cross_modal(img, txt, t2i, keys))
+
+
+def test_key_pairs_enumerates_equal_keys():
+    qk, gk = ["a", "b", "a", "c"], ["b", "a", "a", "x", "b"]
+    want = [(i, j) for i in range(4) for j in range(5) if qk[i] == gk[j]]
+    assert key_pairs(qk, gk).T.tolist() == [list(p) for p in want]
+    assert key_pairs(qk, exclude_self=True).T.tolist() == [[0, 2], [2, 0]]
+    assert key_pairs(["a"], ["b"]).shape == (2, 0)
+
+
+def test_score_matrix_ranks_ties_by_hand():
+    scores = torch.tensor([[0.9, 0.5, 0.9], [0.1, 0.2, 0.3]])
+    pos = torch.tensor([[True, False, False], [False, True, False]])
+    assert score_matrix_ranks(scores, pos).tolist() == [1, 1]  # a tie counts against the query
+    with pytest.raises(ValueError, match="positive mask"):
+        score_matrix_ranks(scores, pos.float())
+
+
+def test_metric_names_keep_their_values():
+    """Results files, the pre-registration and committed results key metrics by these strings."""
+    assert (N.EMOJI_MR, N.EMOJI_I2T_MR, N.OCA_T2I_R10, N.IMG_R1, N.IMG_MAP, N.WN_MRR, N.TXT_R1) == (
+        "emoji_mr", "emoji_i2t_mr", "oca_t2i_r10", "img_r1", "img_map", "wn_mrr", "txt_r1")
+    res = cross_modal_retrieval(torch.eye(3), torch.eye(3), [0, 1, 2])
+    assert list(res) == [*N.KARPATHY.i2t, *N.KARPATHY.t2i, N.RSUM, N.I2T_MEDR, N.T2I_MEDR]
+    assert list(cross_modal_retrieval(torch.eye(3), torch.eye(3), [0, 1, 2], ks=(1, 3))) == [
+        "i2t_r1", "i2t_r3", "t2i_r1", "t2i_r3", "rsum", "i2t_medr", "t2i_medr"]
 
 
 # ----------------------------------------------------------------------------- data

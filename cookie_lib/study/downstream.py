@@ -1,4 +1,4 @@
-"""Downstream evaluation suite: tasks that pre-training never sees (issue 10).
+"""Downstream evaluation suite: tasks that pre-training never sees.
 
 A pre-trained model is scored, zero-shot, on:
 
@@ -19,7 +19,7 @@ be compared query by query (paired tests): per image ``emoji_i2t_mr = 100 (h1 + 
 h_K = [rank < K], per distinct caption ``emoji_t2i_mr``, per query ``img_r1 = 100 h1``, ``img_map =
 100 AP``, ``wn_mrr = 100 / (rank + 1)``, ... ``emoji_mr`` = mean of the means of ``emoji_i2t_mr``
 and ``emoji_t2i_mr`` (= rsum / 6). Ranks are pessimistic (ties broken negatives first), computed by
-:mod:`cookie_lib.metrics`.
+the rank engine of :mod:`cookie_lib.metrics`; every name is a constant of :mod:`cookie_lib.metric_names`.
 
 Frozen-encoder token features are cached exactly as for training (:func:`cookie_lib.features.split_features`);
 the text-only WordNet task has its own text-token cache keyed by the encoder config and the file's hash.
@@ -41,6 +41,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from .. import metric_names as N
 from ..config import Config, resolve_path
 from ..data import ImageRecord, load_karpathy, text_matching_set
 from ..evaluate import TEXT_MATCHING_KINDS, embed_split
@@ -49,7 +50,7 @@ from ..metrics import caption_pairs, cross_modal_pair_ranks, key_pairs, pair_ave
 from ..model import TextEncoder, masked_mean
 from ..runtime import atomic_save
 
-KS = (1, 5, 10)
+KS = N.KS
 TEXT_CACHE_VERSION = 1  # bump when the text cache layout changes
 
 __all__ = ["DownstreamSuite", "TextTask", "load_text_task", "text_task_features", "frozen_baseline",
@@ -182,24 +183,25 @@ def _mean(x: torch.Tensor) -> float:
     return float(x.double().mean())
 
 
-def _rank_metrics(ranks: torch.Tensor, prefix: str) -> tuple[dict[str, float], dict[str, list[float]]]:
+def _rank_metrics(ranks: torch.Tensor, r1_name: str, mrr_name: str
+                  ) -> tuple[dict[str, float], dict[str, list[float]]]:
     """R@1 and MRR (points) of a text-matching task and their per-query lists (hit x 100, 100 / (rank + 1))."""
     r1, rr = _hits(ranks, 1), 100.0 / (ranks.double() + 1.0)
-    return {f"{prefix}_r1": _mean(r1), f"{prefix}_mrr": _mean(rr)}, {f"{prefix}_r1": r1.tolist(),
-                                                                     f"{prefix}_mrr": rr.tolist()}
+    return {r1_name: _mean(r1), mrr_name: _mean(rr)}, {r1_name: r1.tolist(), mrr_name: rr.tolist()}
 
 
-def _cross_modal(img: torch.Tensor, txt: torch.Tensor, feats: SplitFeatures, prefix: str):
-    """De-duplicated-gallery cross-modal retrieval from image [N, d] and distinct-caption [M, d] embeddings."""
+def _cross_modal(img: torch.Tensor, txt: torch.Tensor, feats: SplitFeatures, names: N.CrossModalNames):
+    """De-duplicated-gallery cross-modal retrieval from image [N, d] and distinct-caption [M, d] embeddings:
+    R@K both ways, rsum, mr = rsum / 6 and the per-query lists names.i2t_mr [N] / names.t2i_mr [M]."""
     i2t, t2i = cross_modal_pair_ranks(img, txt, _caption_pairs(feats))
     out: dict[str, float] = {}
-    for name, ranks in (("i2t", i2t), ("t2i", t2i)):
-        for k in KS:
-            out[f"{prefix}_{name}_r{k}"] = _mean(_hits(ranks, k))
-    out[f"{prefix}_rsum"] = sum(out.values())
-    out[f"{prefix}_mr"] = out[f"{prefix}_rsum"] / 6
-    per = {f"{prefix}_{name}_mr": (sum(_hits(ranks, k) for k in KS) / len(KS)).tolist()
-           for name, ranks in (("i2t", i2t), ("t2i", t2i))}
+    for direction, ranks in ((names.i2t, i2t), (names.t2i, t2i)):
+        for name, k in zip(direction, KS):
+            out[name] = _mean(_hits(ranks, k))
+    out[names.rsum] = sum(out.values())
+    out[names.mr] = out[names.rsum] / 6
+    per = {name: (sum(_hits(ranks, k) for k in KS) / len(KS)).tolist()
+           for name, ranks in ((names.i2t_mr, i2t), (names.t2i_mr, t2i))}
     return out, per
 
 
@@ -211,11 +213,11 @@ def _image_retrieval(img: torch.Tensor, keys: list[str], classes: list[str] | No
     if not bool(has_pos.any()):
         raise ValueError("emoji test split: no concept has two designs; cross-design retrieval is undefined")
     r1 = _hits(ranks[has_pos], 1)
-    out, per = {"img_r1": _mean(r1)}, {"img_r1": r1.tolist()}
+    out, per = {N.IMG_R1: _mean(r1)}, {N.IMG_R1: r1.tolist()}
     if classes is not None:
         ap, has_cls = pair_average_precision(img, img, key_pairs(classes, exclude_self=True), ignore=self_pairs)
         ap = 100.0 * ap[has_cls]
-        out["img_map"], per["img_map"] = _mean(ap), ap.tolist()
+        out[N.IMG_MAP], per[N.IMG_MAP] = _mean(ap), ap.tolist()
     return out, per
 
 
@@ -356,20 +358,20 @@ class DownstreamSuite:
             for i, ids in enumerate(feats.caption_ids):
                 for c in ids:
                     owner.setdefault(c, keys[i])
-            out[f"{name}_i2t_mr"] = keys
-            out[f"{name}_t2i_mr"] = [owner[c] for c in range(len(feats.texts))]
+            out[N.CROSS_MODAL_TASKS[name].i2t_mr] = keys
+            out[N.CROSS_MODAL_TASKS[name].t2i_mr] = [owner[c] for c in range(len(feats.texts))]
         if self.emoji is not None:
             recs = self.emoji.records
             keys = [f"emoji:{r.key}" for r in recs]
             n_key = pd.Series(keys).value_counts()
-            out["img_r1"] = [k for k in keys if n_key[k] > 1]
+            out[N.IMG_R1] = [k for k in keys if n_key[k] > 1]
             if all(r.subgroup for r in recs):
                 n_sub = pd.Series([r.subgroup for r in recs]).value_counts()
-                out["img_map"] = [k for k, r in zip(keys, recs) if n_sub[r.subgroup] > 1]
+                out[N.IMG_MAP] = [k for k, r in zip(keys, recs) if n_sub[r.subgroup] > 1]
             if self.emoji_text_task is not None:
-                out["txt_r1"] = out["txt_mrr"] = [f"emoji:{k}" for k in self.emoji_text_task[1]]
+                out[N.TXT_R1] = out[N.TXT_MRR] = [f"emoji:{k}" for k in self.emoji_text_task[1]]
         if self.wordnet is not None:
-            out["wn_r1"] = out["wn_mrr"] = [f"wn:{k}" for k in self.wordnet.q_keys]
+            out[N.WN_R1] = out[N.WN_MRR] = [f"wn:{k}" for k in self.wordnet.q_keys]
         return out
 
     # -- embeddings
@@ -401,7 +403,7 @@ class DownstreamSuite:
         if cross_modal:
             for name, feats in (("emoji", self.emoji), ("oca", self.oca)):
                 if feats is not None:
-                    add(_cross_modal(emb[f"{name}_img"], emb[f"{name}_txt"], feats, name))
+                    add(_cross_modal(emb[f"{name}_img"], emb[f"{name}_txt"], feats, N.CROSS_MODAL_TASKS[name]))
         if self.emoji is not None:
             recs = self.emoji.records
             classes = [r.subgroup for r in recs] if all(r.subgroup for r in recs) else None
@@ -410,11 +412,11 @@ class DownstreamSuite:
                 q_rows, q_keys, c_rows, c_keys = self.emoji_text_task
                 txt = emb["emoji_txt"]
                 ranks, _ = pair_ranks(txt[q_rows], txt[c_rows], key_pairs(q_keys, c_keys))
-                add(_rank_metrics(ranks, "txt"))
+                add(_rank_metrics(ranks, N.TXT_R1, N.TXT_MRR))
         if self.wordnet is not None:
             t, wn = emb["wn_txt"], self.wordnet
             ranks, _ = pair_ranks(t[wn.q_rows], t[wn.c_rows], key_pairs(wn.q_keys, wn.c_keys))
-            add(_rank_metrics(ranks, "wn"))
+            add(_rank_metrics(ranks, N.WN_R1, N.WN_MRR))
         return metrics, per
 
     def evaluate(self, model, device: torch.device | str = "cpu"
