@@ -94,3 +94,11 @@ def test_readme_blocks_need_markers_and_match_committed_results():
         R.update_readme_text("no markers here", ROOT / "results")
     readme = (ROOT / "README.md").read_text()
     assert R.update_readme_text(readme, ROOT / "results") == readme  # also scripts/update_readme.py --check
+
+
+def test_plateau_note_flags_the_contrasts_of_a_variant_still_improving():
+    conv = pd.DataFrame({"at plateau": [True, False]}, index=["a", "b"])
+    claims = pd.DataFrame({"id": ["P1", "P2"], "a": ["a", "a"], "b": ["c", "b"]})
+    note = R.plateau_note(conv, claims)
+    assert "1 of 2 variants at their plateau" in note and "not at plateau: b" in note and note.rstrip().endswith("P2.")
+    assert "not at plateau" not in R.plateau_note(conv.assign(**{"at plateau": True}), claims)

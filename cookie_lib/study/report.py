@@ -155,6 +155,24 @@ def convergence_by_variant(results: dict[str, list[dict]], metric: str = "rsum",
     return pd.DataFrame(rows).T.rename_axis("variant")
 
 
+def plateau_note(conv: pd.DataFrame, claims: pd.DataFrame) -> str:
+    """One line for the claims: how many variants met the pre-registered plateau rule (``conv`` = the
+    convergence table of :func:`convergence_by_variant`, its CSV read back) and which contrasts involve a
+    variant that did not (their verdicts stand, flagged: they compare models still improving)."""
+    if "at plateau" not in conv:
+        return ""
+    at = conv["at plateau"].astype(str).str.lower().isin(["true", "1"])
+    off = set(conv.index[~at])
+    rule = plateau_rule()
+    text = (f"Plateau rule (pre-registered: mean validation-mR slope over the last {rule['window']} epochs < "
+            f"{rule['delta']:g} points per epoch): {int(at.sum())} of {len(conv)} variants at their plateau")
+    if not off:
+        return text + ".\n"
+    flagged = claims[claims.a.isin(off) | claims.b.isin(off)].id.tolist()
+    return (text + f"; not at plateau: {', '.join(sorted(off))}, so these contrasts compare a model still "
+            f"improving: {', '.join(flagged) or 'none'}.\n")
+
+
 def convergence_conclusion(conv: pd.DataFrame, first: pd.Series, last: pd.Series,
                            by_variant: pd.DataFrame | None = None) -> str:
     """Closing text of notebook 02, generated from its convergence table and loss means."""
@@ -327,11 +345,13 @@ def summary_markdown(run, runs: pd.DataFrame, claims: pd.DataFrame, inference: p
     from .verdicts import claims_prose
 
     headline = summary_table(runs, HEADLINE_METRICS)
+    conv = run.results_path / "table_convergence_variants.csv"  # written by notebook 02
+    plateau = plateau_note(pd.read_csv(conv, index_col=0), claims) if conv.exists() else ""
     parts = [f"# COOKIE replication: results ({run.profile} profile)", "",
              f"Primary variants: seeds {run.seeds}; secondary: seeds {run.secondary_seeds}. Downstream test sets "
              "(never trained on); mean ± std over seeds, every metric out of 100 (mR = RSUM / 6).", "",
              "## Headline metrics", "", to_markdown(headline),
-             "## Claims", "", claims_prose(claims),
+             "## Claims", "", claims_prose(claims), plateau,
              "## Claims table", "", to_markdown(claims_view(claims))]
     if inference is not None:
         parts += ["## Inference time", "", to_markdown(inference), inference.attrs.get("exhaustive", ""), ""]
