@@ -85,6 +85,7 @@ def _score(suite: DownstreamSuite, emb: dict, modality: str) -> dict[str, float]
 
 
 def _text_metrics(suite: DownstreamSuite, emb: dict) -> dict[str, float]:
+    from .. import metric_names as N
     from ..metrics import key_pairs, pair_ranks
     from .downstream import _rank_metrics
 
@@ -93,11 +94,11 @@ def _text_metrics(suite: DownstreamSuite, emb: dict) -> dict[str, float]:
         q_rows, q_keys, c_rows, c_keys = suite.emoji_text_task
         txt = emb["emoji_txt"]
         ranks, _ = pair_ranks(txt[q_rows], txt[c_rows], key_pairs(q_keys, c_keys))
-        out.update(_rank_metrics(ranks, "txt")[0])
+        out.update(_rank_metrics(ranks, N.TXT_R1, N.TXT_MRR)[0])
     if suite.wordnet is not None and "wn_txt" in emb:
         t, wn = emb["wn_txt"], suite.wordnet
         ranks, _ = pair_ranks(t[wn.q_rows], t[wn.c_rows], key_pairs(wn.q_keys, wn.c_keys))
-        out.update(_rank_metrics(ranks, "wn")[0])
+        out.update(_rank_metrics(ranks, N.WN_R1, N.WN_MRR)[0])
     return out
 
 
