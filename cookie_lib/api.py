@@ -42,7 +42,7 @@ import torch
 from .config import Config, config_from_dict, project_root, resolve_path
 from .data import load_karpathy
 from .features import image_transform, load_image
-from .model import CookieModel, TextEncoder, VisualEncoder, build_encoders
+from .model import CookieModel, TextEncoder, VisualEncoder, build_encoders, model_from_state
 from .runtime import pick_device
 
 EXPORT_FORMAT = "cookie-model/2"
@@ -216,8 +216,6 @@ def load_export(model_file: str | Path, device: str = "auto") -> ExportedModel:
     folder or a training checkpoint ("export it first with ..."), an unreadable file or another format;
     ``device`` is checked by :func:`cookie_lib.runtime.pick_device`.
     """
-    from .evaluate import model_from_state  # evaluate imports this module lazily; keep the import one-way
-
     path = user_path(model_file)
     blob = read_export(path)
     dev = pick_device(device)

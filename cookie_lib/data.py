@@ -235,6 +235,36 @@ def load_corpus(cfg: "Config") -> KarpathyCorpus:
     return load_karpathy(path, root, max_captions=cfg.data.max_captions)
 
 
+# the corpora searched and evaluated when none is given (the first present), and how to build a missing one
+DEFAULT_CORPORA = ("data/emoji/dataset_emoji.json", "data/fixture_emoji/dataset_emoji.json")
+BUILD_HINTS = {"data/emoji/dataset_emoji.json": "python -m cookie_lib.study.corpora build (or ./run_all.sh)",
+               "data/pretrain/dataset_pretrain.json": "python -m cookie_lib.study.corpora build (or ./run_all.sh)"}
+
+
+def corpus_hint(path: Path) -> str | None:
+    """How to make a missing corpus file: the build command for the study's corpora, else None."""
+    from .config import project_root
+
+    p, root = Path(path).resolve(), project_root()
+    rel = p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p)
+    return f"build it with {BUILD_HINTS[rel]}" if rel in BUILD_HINTS else None
+
+
+def default_corpus(cfg: "Config", split: str) -> Path:
+    """The corpus searched (and evaluated) when none is given: the model's training corpus if it has ``split``,
+    else the emoji corpus when built, else the committed emoji fixture (a pre-training corpus has no test split)."""
+    from .config import resolve_path
+
+    own = resolve_path(cfg.data.dataset)
+    if own.is_file():
+        try:
+            if load_karpathy(own, None).split(split):
+                return own
+        except (ValueError, KeyError, OSError):
+            pass
+    return next((resolve_path(c) for c in DEFAULT_CORPORA if resolve_path(c).is_file()), resolve_path(DEFAULT_CORPORA[-1]))
+
+
 def coco_1k_folds(records) -> list[list[ImageRecord]]:
     """The MSCOCO "1K" protocol: 5 folds of 1,000 consecutive images of the 5,000-image test split."""
     records = list(records)

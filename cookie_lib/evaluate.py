@@ -46,11 +46,11 @@ import torch
 
 from . import metric_names as N
 from .config import Config, ConfigError, config_from_dict, resolve_path
-from .data import load_karpathy, text_matching_set, validated_split
+from .data import corpus_hint, default_corpus, load_karpathy, text_matching_set, validated_split
 from .features import ImageTokens, SplitFeatures, TextTokens, split_features
 from .metrics import (caption_pairs, coco_1k, cross_modal_pair_ranks, cross_modal_retrieval, image_retrieval,
                       text_matching)
-from .model import CookieModel, TextEncoder, VisualEncoder
+from .model import CookieModel, TextEncoder, VisualEncoder, model_from_state
 from .runtime import atomic_write_json, manifest, pick_device
 
 # (query kind, candidate kind) of the text -> text matching task (txt_* metrics), run on any corpus whose
@@ -155,23 +155,6 @@ class LoadedRun:
     steps: int
 
 
-def model_from_state(cfg: Config, state: dict[str, torch.Tensor]) -> CookieModel:
-    """Rebuild :class:`CookieModel` from its state dict, reading the encoder widths from the weights.
-
-    visual_proj.weight is [d, C_v], text_proj.weight is [d, C_t] and visual_pos is [1, T_v, d], so the
-    model can be built without running (or even loading) the encoders.
-    """
-    try:
-        c_v = state["visual_proj.weight"].shape[1]
-        c_t = state["text_proj.weight"].shape[1]
-        t_v = state["visual_pos"].shape[1]
-    except KeyError as err:
-        raise ValueError(f"not a CookieModel state dict: {err.args[0]!r} is missing") from None
-    model = CookieModel(cfg.model, c_v, c_t, t_v)
-    model.load_state_dict(state)
-    return model.eval()
-
-
 def _sub_state(state: dict, prefix: str) -> dict:
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
@@ -226,18 +209,12 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
     return LoadedRun(cfg, model, visual, text, path, steps)
 
 
-def _corpus_hint(path: Path) -> str | None:
-    from .search import corpus_hint  # search imports this module; the hint table lives with the search defaults
-
-    return corpus_hint(path)
-
-
 def evaluate_model(model: str | Path | None = None, run: str | Path | None = None, split: str = "test",
                    device: str = "auto", dataset: str | Path | None = None, image_root: str | Path | None = None,
                    protocol: str = "study") -> dict:
     """Every metric the corpus supports for an exported ``model`` file or a training ``run`` folder on ``split``.
 
-    The corpus is ``dataset`` (a Karpathy JSON) or by default :func:`cookie_lib.search.default_corpus`: the
+    The corpus is ``dataset`` (a Karpathy JSON) or by default :func:`cookie_lib.data.default_corpus`: the
     model's training corpus if it has ``split``, else the built emoji corpus, else the committed fixture
     (a pre-training corpus has no test split). It is validated first. Returns {"metrics": flat dict of :func:`evaluate_split` plus
     "mr" (points 0-100; medr in ranks), "coco_1k" and "coco_5k" (COCO only), "notes", "training_overlap" (the
@@ -267,16 +244,14 @@ def evaluate_model(model: str | Path | None = None, run: str | Path | None = Non
     if dataset is not None:
         path = user_path(dataset)
     else:
-        from .search import default_corpus
-
         path = default_corpus(cfg, split)
         if not path.is_file():
-            hint = _corpus_hint(path)
+            hint = corpus_hint(path)
             raise FileNotFoundError(f"corpus {path} does not exist (the model was trained on {cfg.data.dataset}"
                                     + (f"; {hint}" if hint else "") + "; pass --dataset to evaluate on another corpus)")
         own = path == resolve_path(cfg.data.dataset)
     if not path.is_file():
-        hint = _corpus_hint(path)
+        hint = corpus_hint(path)
         raise FileNotFoundError(f"corpus {path} does not exist" + (f" ({hint})" if hint else ""))
     if image_root is not None:
         root = user_path(image_root)

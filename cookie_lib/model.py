@@ -174,7 +174,7 @@ class TextEncoder(nn.Module):
         self.out_dim = self.bert.config.hidden_size
         if num_layers is not None:
             # the frozen prefix of a cached-prefix fine-tuning run: only the first ``num_layers`` layers,
-            # so the token states are those the trainable tail (:class:`TextTail`) reads
+            # so the token states are those the trainable tail (:class:`cookie_lib.prefix.TextTail`) reads
             total = len(self.bert.encoder.layer)
             if not 0 <= num_layers <= total:
                 raise ValueError(f"TextEncoder: num_layers={num_layers} is outside [0, {total}] for {path}")
@@ -198,117 +198,6 @@ class TextEncoder(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.bert(input_ids=input_ids, attention_mask=attention_mask)
         return out.last_hidden_state, attention_mask.bool()
-
-
-# ----------------------------------------------------------------------------- trainable encoder tails
-class VisualTail(nn.Module):
-    """The last k feature blocks of the CNN, trained on top of the cached frozen prefix's grid tokens.
-
-        forward(tokens [B, h*w, C_in]) -> [B, h'*w', C_out]:  reshape to [B, C_in, h, w] (h = w),
-        run the blocks, flatten back to tokens (as :class:`VisualEncoder` does).
-
-    BatchNorm: every BatchNorm of the tail stays in eval mode whatever ``train()`` says, normalising with
-    the stored ImageNet running statistics, which are never updated; its affine weight and bias train.
-    Why: at init the tail then computes exactly the frozen encoder's function (the fine-tuned arm starts at
-    the frozen arm's initialisation, and the cached prefix + tail reproduces the full encoder), and a
-    training batch of 128 images x 16 positions of one 4 x 4 map is a poor, view-dependent estimate of
-    the statistics that evaluation would then have to use.
-    """
-
-    def __init__(self, blocks: list[nn.Module]):
-        super().__init__()
-        self.blocks = nn.Sequential(*blocks)
-        self.blocks.requires_grad_(True)
-        self.out_dim = _out_channels(self.blocks)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        for m in self.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.train(False)
-        return self
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        b, t, c = tokens.shape
-        side = int(round(t ** 0.5))
-        if side * side != t:
-            raise ValueError(f"VisualTail needs a square token grid, got T = {t} tokens")
-        fmap = tokens.transpose(1, 2).reshape(b, c, side, side)
-        return self.blocks(fmap).flatten(2).transpose(1, 2)
-
-
-def _out_channels(blocks: nn.Module) -> int:
-    """Output channels of a stack of conv blocks: those of its last Conv2d or BatchNorm."""
-    last = [m for m in blocks.modules() if isinstance(m, (nn.Conv2d, nn.modules.batchnorm._BatchNorm))]
-    if not last:
-        raise ValueError("VisualTail: the blocks contain no convolution")
-    return last[-1].num_features if isinstance(last[-1], nn.modules.batchnorm._BatchNorm) else last[-1].out_channels
-
-
-class TextTail(nn.Module):
-    """The last k transformer layers of the text encoder, trained on the cached prefix's token states.
-
-        forward(states [B, T, C_t], mask [B, T] bool) -> (states [B, T, C_t], mask)
-
-    The mask is turned into BERT's bidirectional attention mask exactly as ``BertModel`` does for its
-    layers, so prefix + tail = the whole encoder. Dropout inside the layers is active in train mode, as in
-    ordinary BERT fine-tuning.
-    """
-
-    def __init__(self, layers: list[nn.Module], bert_config):
-        super().__init__()
-        self.layers = nn.ModuleList(layers)
-        self.layers.requires_grad_(True)
-        self.bert_config = bert_config
-        self.out_dim = bert_config.hidden_size
-
-    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        from transformers.masking_utils import create_bidirectional_mask
-
-        attn = create_bidirectional_mask(config=self.bert_config, inputs_embeds=states, attention_mask=mask.long())
-        for layer in self.layers:
-            states = layer(states, attn)
-        return states, mask
-
-
-def encoder_tails(m: ModelConfig) -> tuple[VisualTail | None, TextTail | None]:
-    """The trainable tails of a cached-prefix fine-tuning config, initialised from the pretrained encoders.
-
-    ``m.finetune_visual_blocks`` = k_v: the last k_v of the ``visual_layer`` blocks kept; ``m.finetune_text_layers``
-    = k_t: the last k_t transformer layers. 0 gives None (that encoder stays wholly frozen and cached).
-    Raises ValueError when k exceeds the blocks or layers there are.
-    """
-    visual = text = None
-    if m.finetune_visual_blocks:
-        full = VisualEncoder(m.visual_backbone, m.visual_weights, "all", m.visual_layer)
-        k = m.finetune_visual_blocks
-        if k > len(full.blocks):
-            raise ValueError(f"model.finetune_visual_blocks={k}: {m.visual_backbone} with visual_layer="
-                             f"{m.visual_layer!r} has only {len(full.blocks)} blocks")
-        visual = VisualTail(full.blocks[len(full.blocks) - k:])
-    if m.finetune_text_layers:
-        full = TextEncoder(m.text_model, "all", m.max_text_len)
-        layers = list(full.bert.encoder.layer)
-        k = m.finetune_text_layers
-        if k > len(layers):
-            raise ValueError(f"model.finetune_text_layers={k}: the text model has only {len(layers)} layers")
-        text = TextTail(layers[len(layers) - k:], full.bert.config)
-    return visual, text
-
-
-def prefix_encoders(m: ModelConfig) -> tuple[VisualEncoder, TextEncoder]:
-    """The frozen prefixes whose outputs a cached-prefix fine-tuning run caches: the first
-    (kept blocks - ``finetune_visual_blocks``) CNN blocks and the first (layers - ``finetune_text_layers``)
-    text layers (see :func:`cookie_lib.prefix.prefix_config` for the matching cache config)."""
-    from .prefix import prefix_visual_layer
-
-    text = TextEncoder(m.text_model, "all", m.max_text_len)
-    n_text = len(text.bert.encoder.layer) - m.finetune_text_layers
-    if n_text < 0:
-        raise ValueError(f"model.finetune_text_layers={m.finetune_text_layers}: the text model has only "
-                         f"{len(text.bert.encoder.layer)} layers")
-    text = TextEncoder(m.text_model, "all", m.max_text_len, num_layers=n_text) if m.finetune_text_layers else text
-    return VisualEncoder(m.visual_backbone, m.visual_weights, "all", prefix_visual_layer(m)), text
 
 
 # ----------------------------------------------------------------------------- the head
@@ -438,10 +327,12 @@ class CookieModel(nn.Module):
         cfg: model config (dim, depth, heads, shared, layer_scale_init, modality_embedding, ...).
         visual_dim, text_dim: widths C_v, C_t of the encoders' token outputs.
         visual_tokens: T_v, the number of grid tokens (for the visual position embedding).
+        visual_tail, text_tail: the trainable encoder tails of cached-prefix fine-tuning
+            (:func:`cookie_lib.prefix.encoder_tails`), or None.
     """
 
     def __init__(self, cfg: ModelConfig, visual_dim: int, text_dim: int, visual_tokens: int,
-                 visual_tail: VisualTail | None = None, text_tail: TextTail | None = None):
+                 visual_tail: nn.Module | None = None, text_tail: nn.Module | None = None):
         super().__init__()
         self.cfg = cfg
         if visual_tail is not None:  # registered only when given: a frozen model's state dict is unchanged
@@ -522,3 +413,20 @@ def build_encoders(cfg: Config) -> tuple[VisualEncoder, TextEncoder]:
     m = cfg.model
     return (VisualEncoder(m.visual_backbone, m.visual_weights, m.freeze_visual, m.visual_layer),
             TextEncoder(m.text_model, m.freeze_text, m.max_text_len))
+
+
+def model_from_state(cfg: Config, state: dict[str, torch.Tensor]) -> CookieModel:
+    """Rebuild :class:`CookieModel` from its state dict, reading the encoder widths from the weights.
+
+    visual_proj.weight is [d, C_v], text_proj.weight is [d, C_t] and visual_pos is [1, T_v, d], so the
+    model can be built without running (or even loading) the encoders.
+    """
+    try:
+        c_v = state["visual_proj.weight"].shape[1]
+        c_t = state["text_proj.weight"].shape[1]
+        t_v = state["visual_pos"].shape[1]
+    except KeyError as err:
+        raise ValueError(f"not a CookieModel state dict: {err.args[0]!r} is missing") from None
+    model = CookieModel(cfg.model, c_v, c_t, t_v)
+    model.load_state_dict(state)
+    return model.eval()

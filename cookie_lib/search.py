@@ -34,18 +34,15 @@ import torch
 
 from .api import (EXPORT_FORMAT, ExportedModel, Preprocess, _portable, load_export, training_overlap_warning,
                   training_record, user_path)
-from .config import Config, resolve_path
-from .data import load_karpathy, validated_split
+from .config import Config
+from .data import DEFAULT_CORPORA, corpus_hint, default_corpus, validated_split
 from .evaluate import embed_split, load_run
 from .features import load_image, split_features
 from .model import build_encoders
 from .runtime import atomic_path, atomic_save, git_commit
 
 DEFAULT_MODEL = "results/model/cookie.pt"  # where run_all.sh is expected to export the best committed run
-DEFAULT_CORPORA = ("data/emoji/dataset_emoji.json", "data/fixture_emoji/dataset_emoji.json")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
-BUILD_HINTS = {"data/emoji/dataset_emoji.json": "python -m cookie_lib.study.corpora build (or ./run_all.sh)",
-               "data/pretrain/dataset_pretrain.json": "python -m cookie_lib.study.corpora build (or ./run_all.sh)"}
 
 
 # ----------------------------------------------------------------------------- export
@@ -187,25 +184,6 @@ def _gallery(sm: ExportedModel, corpus_path: Path, split: str, image_root) -> tu
         _GALLERIES[key] = (corpus.name, records, feats.texts, [text_key[i] for i in range(len(feats.texts))],
                            img, txt, note)
     return _GALLERIES[key]
-
-
-def corpus_hint(path: Path) -> str | None:
-    """How to make a missing corpus file: the build command for the study's corpora, else None."""
-    rel = _portable(path)
-    return f"build it with {BUILD_HINTS[rel]}" if rel in BUILD_HINTS else None
-
-
-def default_corpus(cfg: Config, split: str) -> Path:
-    """The corpus searched (and evaluated) when none is given: the model's training corpus if it has ``split``,
-    else the emoji corpus when built, else the committed emoji fixture (a pre-training corpus has no test split)."""
-    own = resolve_path(cfg.data.dataset)
-    if own.is_file():
-        try:
-            if load_karpathy(own, None).split(split):
-                return own
-        except (ValueError, KeyError, OSError):
-            pass
-    return next((resolve_path(c) for c in DEFAULT_CORPORA if resolve_path(c).is_file()), resolve_path(DEFAULT_CORPORA[-1]))
 
 
 @torch.no_grad()

@@ -1,12 +1,18 @@
-"""One public training step, shared by :class:`cookie_lib.train.Trainer`, the benchmark and the GPU check.
+"""One public training step, shared by :class:`cookie_lib.train.Trainer`, the study's cross-encoder, the
+benchmark and the GPU check.
 
 The pieces, in the order a step uses them::
 
     batches = epoch_batches(n_train, seed, epoch, global_batch)   # list of [global_batch] index tensors
     optimizer = build_optimizer([model, loss], [visual, text], cfg.train)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(warmup, total))
+    scheduler = build_scheduler(optimizer, warmup, total, min_ratio)
     step_module = CookieStep(model, loss, images, texts)
     rec = train_step(step_module, optimizer, scheduler, feats, batches[s:s + grad_accum], gen, step=s)
+
+A step module is what :func:`train_step` trains: an ``nn.Module`` with ``draw(feats, global_idx, gen)``
+(every random draw of one global batch, as a tuple of tensors with one row per image), ``forward(*drawn)``
+-> (total loss, {name: scalar}) and ``log_values()`` (values recorded after the optimiser step).
+:class:`CookieStep` is COOKIE's; the study's cross-encoder has its own (its grouped hard-negative loss).
 
 Each image of a global batch brings two views (indices into the cached views) and two captions (rows of
 ``feats.texts``), drawn by :func:`sample_pairs`; the positives of the three losses follow from them (see
@@ -65,6 +71,16 @@ class CookieStep(nn.Module):
         self.visual_encoder = images.encoder
         self.text_encoder = texts.encoder
 
+    def draw(self, feats: SplitFeatures, idx: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+        """The draws of one global batch idx [G] (:func:`sample_pairs`), one row per image:
+        (idx, views_a, views_b, c1, c2, keys) [G] each, in :meth:`forward`'s order."""
+        views_a, views_b, c1, c2 = sample_pairs(feats, idx, self.images.num_views, gen)
+        return idx, views_a, views_b, c1, c2, feats.keys[idx]
+
+    def log_values(self) -> dict[str, float]:
+        """{"tau_<loss name>": 1 / logit scale} of every loss, read after the optimiser step."""
+        return {f"tau_{n}": 1.0 / self.loss.scale(n).item() for n in self.loss.weights}
+
     def forward(self, idx, views_a, views_b, c1, c2, keys):
         need, emb = self.loss.needed(), {}
         if "v1" in need:
@@ -111,6 +127,13 @@ def lr_lambda(warmup: int, total: int, min_ratio: float = 0.0) -> Callable[[int]
         cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
         return min_ratio + (1.0 - min_ratio) * cosine
     return f
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, warmup: int, total: int, min_ratio: float = 0.0
+                    ) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning-rate schedule of every training loop: ``LambdaLR(optimizer, lr_lambda(warmup, total,
+    min_ratio))``, stepped once per optimiser step (``min_ratio = 1`` is a constant rate)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(warmup, total, min_ratio))
 
 
 # ----------------------------------------------------------------------------- optimiser
@@ -170,39 +193,38 @@ def train_step(module: nn.Module, optimizer: torch.optim.Optimizer, scheduler, f
                rank: int = 0, amp: str = "none", ddp: bool = False, checkpoint: str | Path | None = None) -> dict:
     """One optimiser step over ``len(batches)`` gradient-accumulation micro-batches.
 
-    ``module`` is a :class:`CookieStep` (or the DistributedDataParallel wrapping it when ``ddp``). Each
-    ``batches[k]`` is a global batch of image indices [global_batch]; views and captions are drawn for
-    the whole global batch with ``gen`` (the same draws on every rank, and the same as one process with
-    ``batch_size x world``), then this rank keeps rows ``[rank * batch_size, (rank + 1) * batch_size)``
-    (``batch_size`` None = the whole batch). The loss of each micro-batch is divided by ``len(batches)``,
+    ``module`` is a step module (see the module docstring: :class:`CookieStep`, or the
+    DistributedDataParallel wrapping it when ``ddp``). Each ``batches[k]`` is a global batch of image
+    indices [global_batch]; the step module's ``draw`` draws views and captions for the whole global batch
+    with ``gen`` (the same draws on every rank, and the same as one process with ``batch_size x world``),
+    then this rank keeps rows ``[rank * batch_size, (rank + 1) * batch_size)`` of every drawn tensor
+    (``batch_size`` None = the whole batch, the only choice for a step module whose draws are not one row
+    per image). The loss of each micro-batch is divided by ``len(batches)``,
     so the accumulated gradient is that of the mean; DDP synchronises on the last micro-batch only.
 
     Raises :class:`NonFiniteLossError` naming ``step``, the loss term and ``checkpoint`` (the last good
     one) before any backward pass of the bad micro-batch. Returns the record
     ``{"step", <loss name>: mean over micro-batches, "lr": head lr after the scheduler step,
-    "tau_<loss name>": 1 / logit scale}``.
+    **module.log_values()}`` (for COOKIE: ``"tau_<loss name>": 1 / logit scale``).
     """
     inner = module.module if ddp else module
     optimizer.zero_grad(set_to_none=True)
     parts_sum: dict[str, float] = {}
     for k, global_idx in enumerate(batches):
-        drawn = sample_pairs(feats, global_idx, inner.images.num_views, gen)
+        drawn = inner.draw(feats, global_idx, gen)
         mine = slice(rank * batch_size, (rank + 1) * batch_size) if batch_size else slice(None)
-        idx, (va, vb, c1, c2) = global_idx[mine], (x[mine] for x in drawn)
-        keys = feats.keys[idx]
         sync = not ddp or k == len(batches) - 1
         ctx = module.no_sync() if not sync else torch.enable_grad()
         device_type = next(inner.model.parameters()).device.type
         with ctx, torch.autocast(device_type, torch.bfloat16, enabled=amp == "bf16"):
-            total, parts = module(idx, va, vb, c1, c2, keys)
+            total, parts = module(*(x[mine] for x in drawn))
         for name, value in parts.items():
-            if not torch.isfinite(value):
+            value = value.item() if isinstance(value, torch.Tensor) else float(value)  # a 0-d tensor or a number
+            if not math.isfinite(value):
                 where = f"; the last good checkpoint is {checkpoint}" if checkpoint is not None else ""
-                raise NonFiniteLossError(f"non-finite {name} loss ({value.item()}) at step {step}{where}")
-            parts_sum[name] = parts_sum.get(name, 0.0) + value.item() / len(batches)
+                raise NonFiniteLossError(f"non-finite {name} loss ({value}) at step {step}{where}")
+            parts_sum[name] = parts_sum.get(name, 0.0) + value / len(batches)
         (total / len(batches)).backward()
     optimizer.step()
     scheduler.step()
-    rec = {"step": step, **parts_sum, "lr": scheduler.get_last_lr()[0]}
-    rec.update({f"tau_{n}": 1.0 / inner.loss.scale(n).item() for n in inner.loss.weights})
-    return rec
+    return {"step": step, **parts_sum, "lr": scheduler.get_last_lr()[0], **inner.log_values()}

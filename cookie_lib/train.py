@@ -32,19 +32,19 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .config import Config, add_override_argument, load_config, parse_overrides, resolve_path
-from .data import KarpathyCorpus, load_karpathy, validate_karpathy
+from .data import KarpathyCorpus, load_corpus
 from .evaluate import evaluate_split
 from .features import ImageTokens, SplitFeatures, TextTokens, split_features
 from .losses import CookieLoss
-from .model import CookieModel, build_encoders, encoder_tails, prefix_encoders, visual_tokens_for
-from .prefix import finetuning, prefix_config
+from .model import CookieModel, build_encoders, visual_tokens_for
+from .prefix import encoder_tails, finetuning, prefix_config, prefix_encoders
 from .runtime import (CheckpointError, RunLock, atomic_save, atomic_write_json, cli, init_distributed,
                       is_main_process, manifest, pick_device, seed_everything)
-from .step import (CookieStep, NonFiniteLossError, build_optimizer, epoch_batches, lr_lambda, step_generator,
+from .step import (CookieStep, NonFiniteLossError, build_optimizer, build_scheduler, epoch_batches, step_generator,
                    train_step)
 
 # NonFiniteLossError is re-exported: Trainer.run raises it (the step itself lives in cookie_lib.step)
-__all__ = ["Trainer", "RunState", "load_corpus", "NonFiniteLossError", "main"]
+__all__ = ["Trainer", "RunState", "NonFiniteLossError", "main"]
 
 
 # ----------------------------------------------------------------------------- the run
@@ -67,15 +67,6 @@ def plateau_reached(val_mr: list[float], delta: float, patience: int) -> bool:
     if not delta or len(val_mr) < patience + 1:
         return False
     return all(b - a < delta for a, b in zip(val_mr[-patience - 1:-1], val_mr[-patience:]))
-
-
-def load_corpus(cfg: Config) -> KarpathyCorpus:
-    """Load the configured dataset, validating every file first when ``data.validate`` is on."""
-    path = resolve_path(cfg.data.dataset)
-    root = resolve_path(cfg.data.image_root) if cfg.data.image_root else None
-    if cfg.data.validate:
-        return validate_karpathy(path, root)
-    return load_karpathy(path, root, max_captions=cfg.data.max_captions)
 
 
 def _capture_rng() -> dict:
@@ -138,8 +129,7 @@ class Trainer:
         self.steps_per_epoch = len(epoch_batches(n_train, t.seed, 0, t.batch_size * self.world)) // t.grad_accum
         total = self.steps_per_epoch * t.epochs if not t.max_steps else min(t.max_steps, self.steps_per_epoch * t.epochs)
         self.total_steps = total
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
-                                                           lr_lambda(t.warmup_steps, total, t.min_lr_ratio))
+        self.scheduler = build_scheduler(self.optimizer, t.warmup_steps, total, t.min_lr_ratio)
         self.state = RunState()
 
     # -- checkpoints

@@ -177,10 +177,10 @@ def test_run_and_model_flags_point_to_each_other(smoke_run, exported, capsys):
 
 
 def test_missing_study_corpus_says_how_to_build_it(exported, monkeypatch, capsys):
-    from cookie_lib import search as S
+    from cookie_lib.data import BUILD_HINTS
 
     # the hint table maps the study's corpus files to the build command; point one entry at an absent file
-    monkeypatch.setitem(S.BUILD_HINTS, "data/absent/dataset_emoji.json", S.BUILD_HINTS["data/emoji/dataset_emoji.json"])
+    monkeypatch.setitem(BUILD_HINTS, "data/absent/dataset_emoji.json", BUILD_HINTS["data/emoji/dataset_emoji.json"])
     assert E.main(["--model", str(exported), "--dataset", "data/absent/dataset_emoji.json"]) == 2
     err = capsys.readouterr().err
     assert "data/absent/dataset_emoji.json does not exist (build it with python -m cookie_lib.study.corpora build" in err

@@ -1,4 +1,4 @@
-"""Faults a user meets outside the happy path (issue 14): derived files heal, user files are never lost.
+"""Faults a user meets outside the happy path: derived files heal, user files are never lost.
 
 - a corrupt feature cache is deleted with a one-line warning and rebuilt, and trains to the same metrics;
 - a corrupt ``checkpoint.pt`` under ``--resume`` gives one error naming it, and nothing is overwritten;
@@ -414,10 +414,10 @@ def test_training_checkpoint_where_an_export_is_expected_says_export_it_first(ex
 
 def test_search_missing_corpus_says_how_to_build_it(exported_model, monkeypatch, capsys):
     from cookie_lib import search
+    from cookie_lib.data import BUILD_HINTS
 
     _, model = exported_model
-    monkeypatch.setitem(search.BUILD_HINTS, "data/absent/dataset_emoji.json",
-                        search.BUILD_HINTS["data/emoji/dataset_emoji.json"])
+    monkeypatch.setitem(BUILD_HINTS, "data/absent/dataset_emoji.json", BUILD_HINTS["data/emoji/dataset_emoji.json"])
     assert search.main(["x", "--model", str(model), "--corpus", "data/absent/dataset_emoji.json", "--out", ""]) == 2
     err = capsys.readouterr().err
     assert "dataset_emoji.json does not exist (build it with python -m cookie_lib.study.corpora build" in err

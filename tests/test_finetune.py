@@ -7,8 +7,8 @@ import torch
 from cookie_lib.config import ConfigError, config_from_dict, load_config
 from cookie_lib.data import load_karpathy
 from cookie_lib.features import encode_images, encode_texts
-from cookie_lib.model import TextEncoder, VisualEncoder, encoder_tails, prefix_encoders
-from cookie_lib.prefix import finetuning, prefix_config, prefix_visual_layer
+from cookie_lib.model import TextEncoder, VisualEncoder
+from cookie_lib.prefix import encoder_tails, finetuning, prefix_config, prefix_encoders, prefix_visual_layer
 from cookie_lib.step import param_groups
 from cookie_lib.train import Trainer
 

@@ -30,14 +30,14 @@ from tqdm.auto import tqdm
 
 from ..config import (Config, ConfigError, add_override_argument, config_from_dict, format_overrides, load_config,
                       parse_overrides, resolve_path)
-from ..data import KarpathyCorpus
+from ..data import KarpathyCorpus, load_corpus
 from ..evaluate import load_run
 from ..features import CACHE_SEED, SplitFeatures, encode_images, split_features
-from ..model import CookieModel, VisualEncoder, prefix_encoders
-from ..prefix import finetuning, prefix_config
+from ..model import CookieModel, VisualEncoder
+from ..prefix import finetuning, prefix_config, prefix_encoders
 from ..runtime import atomic_write_json, manifest
 from ..search import export_model
-from ..train import Trainer, load_corpus
+from ..train import Trainer
 from .downstream import DownstreamSuite, frozen_baseline
 from .onestream import SETTINGS as ONESTREAM_SETTINGS
 from .onestream import load_onestream, speed_accuracy_table, train_onestream
@@ -391,13 +391,6 @@ def split_features_for(profile: str, extra: dict | None, corpus: KarpathyCorpus)
     encoders = prefix_encoders(cfg.model) if finetuning(cfg) else None
     for split, views in (("train", cfg.train.num_views), ("val", 1)):
         split_features(prefix_config(cfg), corpus.split(split), split, views, dataset, encoders)
-
-
-def load_results(profile: str, runs_root: str | Path = "runs") -> pd.DataFrame:
-    """Every finished run of a profile (from result.json files) as one row per run."""
-    root = resolve_path(runs_root) / Path(profile).stem
-    paths = sorted(root.glob("*/seed*/result.json")) + sorted(root.glob(f"{FROZEN}/result.json"))
-    return results_frame([json.loads(p.read_text()) for p in paths])
 
 
 def results_frame(results: list[dict]) -> pd.DataFrame:

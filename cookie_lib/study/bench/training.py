@@ -13,11 +13,11 @@ from ...features import ImageTokens, SplitFeatures, TextTokens
 from ...losses import CookieLoss
 from ...model import CookieModel, VisualEncoder
 from ...runtime import atomic_write_text
-from ...step import CookieStep, build_optimizer, train_step
+from ...step import CookieStep, build_optimizer, build_scheduler, train_step
 from .shapes import C_T, C_V, IMAGE_SIZE, T_V, head_config, synthetic_features
 from .timing import Rows, count_flops, matmul_ceiling, sync, timed
 
-# Not the study grid's variants (cookie_lib.study.experiments.VARIANTS): the three cost classes timed here.
+# Not the study grid's variants: the three cost classes timed here.
 THROUGHPUT_VARIANTS = {  # name: (head depth, loss weights cross_modal / visual / textual)
     "cookie": (2, (1.0, 1.0, 1.0)),
     "cross_modal_only": (2, (1.0, 0.0, 0.0)),
@@ -38,7 +38,7 @@ def make_train_step(variant: str, feats: SplitFeatures, live: bool, device: torc
     texts = TextTokens(feats, None, device)
     step = CookieStep(model, loss, images, texts).to(device).train()
     opt = build_optimizer([model, loss], [visual], TrainConfig())
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)  # constant: time does not depend on lr
+    sched = build_scheduler(opt, 0, 1, min_ratio=1.0)  # a constant rate: the time does not depend on it
     gen = torch.Generator().manual_seed(seed)
     n = len(feats.records)
     counter = [0]
