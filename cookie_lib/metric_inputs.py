@@ -35,7 +35,10 @@ def check_embeddings(x, name: str) -> Tensor:
     return x
 
 
-def check_same_space(a: Tensor, b: Tensor, name_a: str, name_b: str) -> tuple[Tensor, Tensor]:
+def check_same_space(a, b, name_a: str, name_b: str) -> tuple[Tensor, Tensor]:
+    """Two embedding sets [n_a, D] and [n_b, D] (each checked by :func:`check_embeddings`) of one width, on
+    one device, promoted to one dtype."""
+    a, b = check_embeddings(a, name_a), check_embeddings(b, name_b)
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"{name_a} and {name_b}: embedding dims differ ({a.shape[1]} vs {b.shape[1]})")
     if a.device != b.device:

@@ -127,14 +127,14 @@ def _ranks(score_block, n_q: int, n_g: int, positives: Tensor, ignore: Tensor, c
     flags = None
     for start, stop, S, (pr, pc), (ir, ic) in _blocks(score_block, n_q, n_g, positives, ignore, chunk_size):
         c = stop - start
-        ps = S[pr, pc]
+        ps = torch.take(S, pr * n_g + pc)  # the positive scores, read from the block itself
         best = torch.full((c,), float("-inf"), dtype=S.dtype, device=device).scatter_reduce_(0, pr, ps, "amax")
         if flags is None:  # the first block is the largest
             flags = torch.empty(c, n_g, dtype=S.dtype, device=device)
         ge = torch.ge(S, best[:, None], out=flags[:c])
         above = ge.sum(dim=1).round().long() if exact else ge.bool().sum(dim=1)
         above.index_add_(0, pr, -(ps >= best[pr]).long())  # positives are not negatives
-        above.index_add_(0, ir, -(S[ir, ic] >= best[ir]).long())  # nor are ignored pairs
+        above.index_add_(0, ir, -(torch.take(S, ir * n_g + ic) >= best[ir]).long())  # nor are ignored pairs
         ranks[start:stop] = above
         has_pos[start:stop] = torch.bincount(pr, minlength=c) > 0
     return ranks, has_pos
@@ -142,7 +142,7 @@ def _ranks(score_block, n_q: int, n_g: int, positives: Tensor, ignore: Tensor, c
 
 def _prepare(queries, gallery, positives, ignore, chunk_size):
     chunk_size = check_chunk(chunk_size)
-    q, g = check_same_space(check_embeddings(queries, "queries"), check_embeddings(gallery, "gallery"), "queries", "gallery")
+    q, g = check_same_space(queries, gallery, "queries", "gallery")
     pos = check_pairs(positives, "positives", q.shape[0], g.shape[0], q.device)
     ign = check_pairs(ignore, "ignore", q.shape[0], g.shape[0], q.device)
     return q, g, pos, ign, chunk_size
@@ -159,7 +159,11 @@ def pair_ranks(queries, gallery, positives, ignore=None, chunk_size: int = 1024)
         chunk_size: query rows per score block (capped at 2**23 // G).
     Returns: ``rank [Q]`` long (0-based) and ``has_pos [Q]`` bool.
     """
-    q, g, pos, ign, chunk_size = _prepare(queries, gallery, positives, ignore, chunk_size)
+    return _embedding_ranks(*_prepare(queries, gallery, positives, ignore, chunk_size))
+
+
+def _embedding_ranks(q: Tensor, g: Tensor, pos: Tensor, ign: Tensor, chunk_size: int) -> tuple[Tensor, Tensor]:
+    """:func:`pair_ranks` on already checked arguments (the wrappers check each argument once)."""
     return _ranks(_embedding_blocks(q, g), q.shape[0], g.shape[0], pos, ign, chunk_size, q.dtype, q.device)
 
 
@@ -245,10 +249,16 @@ def cross_modal_pair_ranks(img_emb, txt_emb, positives, chunk_size: int = 1024) 
     positive texts is in the top K; text j if any image it is paired with is in the top K.
     Raises ValueError naming the first image or text without a positive.
     """
-    img, txt = check_embeddings(img_emb, "img_emb"), check_embeddings(txt_emb, "txt_emb")
-    pos = check_pairs(positives, "positives", img.shape[0], txt.shape[0], img.device)
-    i2t, i_ok = pair_ranks(img, txt, pos, chunk_size=chunk_size)
-    t2i, t_ok = pair_ranks(txt, img, pos.flip(0), chunk_size=chunk_size)
+    chunk_size = check_chunk(chunk_size)
+    img, txt = check_same_space(img_emb, txt_emb, "img_emb", "txt_emb")
+    return _cross_modal_ranks(img, txt, check_pairs(positives, "positives", img.shape[0], txt.shape[0], img.device),
+                              chunk_size)
+
+
+def _cross_modal_ranks(img: Tensor, txt: Tensor, pos: Tensor, chunk_size: int) -> tuple[Tensor, Tensor]:
+    none = torch.zeros(2, 0, dtype=torch.long, device=img.device)
+    i2t, i_ok = _embedding_ranks(img, txt, pos, none, chunk_size)
+    t2i, t_ok = _embedding_ranks(txt, img, pos.flip(0), none, chunk_size)
     for ok, what in ((i_ok, "image"), (t_ok, "text")):
         if not bool(ok.all()):
             bad = (~ok).nonzero().flatten().tolist()
@@ -291,7 +301,7 @@ def cross_modal_retrieval(img_emb, txt_emb, txt_to_img, img_keys: Sequence[Hasha
     """
     ks = check_ks(ks)
     chunk_size = check_chunk(chunk_size)
-    img, txt = check_same_space(check_embeddings(img_emb, "img_emb"), check_embeddings(txt_emb, "txt_emb"), "img_emb", "txt_emb")
+    img, txt = check_same_space(img_emb, txt_emb, "img_emb", "txt_emb")
     n_img, n_txt = img.shape[0], txt.shape[0]
     t2i = check_index(txt_to_img, "txt_to_img", n_txt, n_img, img.device)
     if img_keys is None:
@@ -305,7 +315,7 @@ def cross_modal_retrieval(img_emb, txt_emb, txt_to_img, img_keys: Sequence[Hasha
         shown = ", ".join(map(str, idx[:10])) + (", ..." if len(idx) > 10 else "")
         raise ValueError(f"txt_to_img: {len(idx)} image(s) have no positive caption, so image->text recall "
                          f"is undefined for them (image index {shown})")
-    i2t, t2i_rank = cross_modal_pair_ranks(img, txt, _code_pairs(img_codes, txt_codes), chunk_size)
+    i2t, t2i_rank = _cross_modal_ranks(img, txt, _code_pairs(img_codes, txt_codes), chunk_size)
     out = recalls(i2t, ks, [N.at_k(N.I2T_AT, k, "i2t_r{k}") for k in ks])
     out.update(recalls(t2i_rank, ks, [N.at_k(N.T2I_AT, k, "t2i_r{k}") for k in ks]))
     out[N.RSUM] = sum(out.values())
@@ -324,7 +334,7 @@ def coco_1k(img_emb, txt_emb, txt_to_img, img_keys: Sequence[Hashable] | None = 
     """
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 1:
         raise ValueError(f"folds: expected a positive int, got {folds!r}")
-    img, txt = check_same_space(check_embeddings(img_emb, "img_emb"), check_embeddings(txt_emb, "txt_emb"), "img_emb", "txt_emb")
+    img, txt = check_same_space(img_emb, txt_emb, "img_emb", "txt_emb")
     n_img = img.shape[0]
     t2i = check_index(txt_to_img, "txt_to_img", txt.shape[0], n_img, img.device)
     if n_img % folds:
@@ -364,7 +374,7 @@ def image_retrieval(emb, keys: Sequence[Hashable], classes: Sequence[Hashable] |
     n = x.shape[0]
     (codes,) = encode_keys([("keys", keys, n)], x.device)
     self_pairs = torch.arange(n, device=x.device).repeat(2, 1)
-    ranks, has_pos = pair_ranks(x, x, _code_pairs(codes, codes, exclude_self=True), self_pairs, chunk_size)
+    ranks, has_pos = _embedding_ranks(x, x, _code_pairs(codes, codes, exclude_self=True), self_pairs, chunk_size)
     n_q = int(has_pos.sum())
     if n_q == 0:
         raise ValueError("keys: no image shares its key with another image; R@K is undefined")
@@ -390,7 +400,7 @@ def text_matching(query_emb, cand_emb, query_keys: Sequence[Hashable], cand_keys
     """
     ks = check_ks(ks)
     chunk_size = check_chunk(chunk_size)
-    q, c = check_same_space(check_embeddings(query_emb, "query_emb"), check_embeddings(cand_emb, "cand_emb"), "query_emb", "cand_emb")
+    q, c = check_same_space(query_emb, cand_emb, "query_emb", "cand_emb")
     q_codes, c_codes = encode_keys([("query_keys", query_keys, q.shape[0]), ("cand_keys", cand_keys, c.shape[0])],
                                     q.device)
     missing = ~torch.isin(q_codes, c_codes)
@@ -398,7 +408,8 @@ def text_matching(query_emb, cand_emb, query_keys: Sequence[Hashable], cand_keys
         idx = missing.nonzero().flatten().tolist()
         raise ValueError(f"query_keys: {len(idx)} of {q.shape[0]} queries have no positive candidate "
                          f"(first query index {idx[0]})")
-    ranks, _ = pair_ranks(q, c, _code_pairs(q_codes, c_codes), chunk_size=chunk_size)
+    ranks, _ = _embedding_ranks(q, c, _code_pairs(q_codes, c_codes), torch.zeros(2, 0, dtype=torch.long,
+                                                                                 device=q.device), chunk_size)
     out = recalls(ranks, ks, [N.at_k(N.R_AT, k, "r{k}") for k in ks])
     out[N.MRR] = 100.0 * float((1.0 / (ranks.double() + 1.0)).mean())
     return out
