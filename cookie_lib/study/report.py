@@ -148,8 +148,10 @@ def convergence_by_variant(results: dict[str, list[dict]], metric: str = "rsum",
             continue
         row = convergence_table(rs, [metric]).iloc[0].to_dict()
         slopes = [plateau_slope([e["rsum"] / 6 for e in r["val_epochs"]], rule["window"]) for r in rs]
-        row.update({"epochs": len(rs[0]["val_epochs"]), f"mR slope, last {rule['window']} epochs": np.mean(slopes),
-                    "slope se": np.std(slopes, ddof=1) / np.sqrt(len(slopes)) if len(slopes) > 1 else np.nan,
+        row.update({"epochs": len(rs[0]["val_epochs"]),
+                    f"mR slope, last {rule['window']} epochs": round(float(np.mean(slopes)), 3),
+                    "slope se": round(float(np.std(slopes, ddof=1) / np.sqrt(len(slopes))), 3) if len(slopes) > 1
+                    else np.nan,
                     "at plateau": bool(np.mean(slopes) < rule["delta"])})
         rows[v] = row
     return pd.DataFrame(rows).T.rename_axis("variant")
