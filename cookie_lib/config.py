@@ -28,11 +28,9 @@ from typing import Any, Literal
 
 import yaml
 
+from .errors import ConfigError  # noqa: F401  (defined with the other user errors; raised here)
+
 FREEZE_CHOICES = ("all", "none")  # or a non-negative int: number of trailing blocks/layers left trainable
-
-
-class ConfigError(ValueError):
-    """An invalid configuration value; the message names the key and what is allowed."""
 
 
 @dataclass

@@ -2,13 +2,14 @@
 
 Each one's message is the whole story (it names the file, key or folder and what to do), so a command
 line prints it as one line ``error: <message>`` and exits with status 2 (:func:`cookie_lib.runtime.cli`);
-:data:`USER_ERRORS` is that set. This module imports only :mod:`cookie_lib.config` (which imports no other
-module of the library, and defines :class:`ConfigError` beside the values it checks), so that data and
-runtime can both raise these without importing each other.
+:data:`USER_ERRORS` is that set. This module imports nothing of the library, so that config, data and
+runtime can all raise these without importing one another.
 """
 from __future__ import annotations
 
-from .config import ConfigError
+
+class ConfigError(ValueError):
+    """An invalid configuration value; the message names the key and what is allowed."""
 
 
 class DataValidationError(ValueError):
