@@ -40,7 +40,7 @@ def test_quick_run_writes_tidy_csv(quick_run):
         assert reader.fieldnames == COLUMNS
         rows = list(reader)
     assert {r["benchmark"] for r in rows} == {"environment", "inference", "training", "compute", "eval_scale",
-                                              "cost_model"}
+                                              "cost_model", "study_step"}
     for r in rows:
         if r["metric"] == "crossing_n_images" and r["value"] == "nan":
             continue  # the ratio may never cross 3/1000 for a model
@@ -57,9 +57,24 @@ def test_quick_run_writes_tidy_csv(quick_run):
     assert all(int(r["n_captions"]) == 5 * int(r["n_images"]) for r in inf)
     assert {r["variant"] for r in inf} == {"untrained"}  # no runs under --runs-root: says so
     assert "threads" in stdout and "headline" in stdout
+    # the study's own step: frozen and cached-prefix fine-tuned, each in fp32 and bf16, against the
+    # ceiling of its own precision measured in the same run
+    from cookie_lib.study.grid import FT_BLOCKS
+    study = {(r["variant"], r["mode"], r["metric"]): float(r["value"]) for r in rows if r["benchmark"] == "study_step"}
+    for arm in ("frozen", f"finetune_k{FT_BLOCKS}"):
+        for mode in ("fp32", "bf16"):
+            for metric in ("pairs_per_s", "flops_per_step", "achieved_flops_per_s", "fraction_of_ceiling"):
+                assert study[(arm, mode, metric)] > 0, (arm, mode, metric)
+        assert study[(arm, "fp32", "flops_per_step")] == study[(arm, "bf16", "flops_per_step")]
+    assert study[(f"finetune_k{FT_BLOCKS}", "fp32", "flops_per_step")] > study[("frozen", "fp32", "flops_per_step")]
+    ceil = {r["mode"]: float(r["value"]) for r in rows if r["metric"] == "ceiling_flops_per_s"
+            and r["benchmark"] == "study_step"}
+    assert set(ceil) == {"fp32", "bf16"} and min(ceil.values()) > 0
+    assert "of its precision's ceiling" in stdout
 
 
 def test_quick_run_cost_model_json(quick_run):
+    from cookie_lib.study.grid import FT_BLOCKS
     out, _ = quick_run
     data = json.loads((out / "benchmarks.json").read_text())
     for key in ("commit", "versions", "torch_threads", "headline", "assumptions", "rows"):
@@ -68,6 +83,12 @@ def test_quick_run_cost_model_json(quick_run):
     for name in ("fig_inference_time.png", "fig_cost_model.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "self cpu" in (out / "profile_train_step.txt").read_text().lower()
+    study = (out / "profile_study_step.txt").read_text()
+    assert study.count("=== ") == 4 and "frozen step, bf16" in study and "self cpu" in study.lower()
+    assert set(data["headline"]["study_step"]) == {f"{arm} {m}" for arm in ("frozen", f"finetune_k{FT_BLOCKS}")
+                                                   for m in ("fp32", "bf16")}
+    from cookie_lib.study.report import bench_block
+    assert "The study's own training step" in bench_block(out)  # the README's benchmark block says it
     assert not list(out.glob(".*tmp*")), "a temporary file was left behind"
     with open(out / "inference_cost_model.csv", newline="") as f:
         reader = csv.DictReader(f)

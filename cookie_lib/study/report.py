@@ -438,7 +438,17 @@ def bench_block(results: Path) -> str:
     lines += ["", f"Training throughput (pairs/s): {tp}. Recall over 5,000 images x 25,000 captions: "
               f"{ev['seconds']:.2f} s (matrix-product floor {ev['matmul_floor_s']:.2f} s per direction), peak "
               f"+{ev['delta_mib']:.0f} MiB ([benchmarks.csv](results/benchmarks.csv), "
-              "[cost model](results/fig_cost_model.png), [speed/accuracy](results/fig_speed_accuracy.png)).", BENCH_END]
+              "[cost model](results/fig_cost_model.png), [speed/accuracy](results/fig_speed_accuracy.png))."]
+    if "study_step" in b:  # benchmarks.json files before the study-step benchmark lack it
+        c = b["study_step_ceilings_flops_per_s"]
+        steps = "; ".join(f"{k} {v['pairs_per_s']:.0f} pairs/s, {100 * v['fraction_of_ceiling']:.0f} % "
+                          f"({100 * v['fraction_of_ceiling_cpu_time']:.0f} %)" for k, v in b["study_step"].items())
+        lines += ["", f"The study's own training step ({b['profile']} profile, {b['study_step_threads']} "
+                  "thread(s), as each of the study's training processes; FLOPs / step time as a share of the same "
+                  f"run's matmul ceiling of its precision, fp32 {c['fp32'] / 1e9:.0f} and bf16 "
+                  f"{c['bf16'] / 1e9:.0f} GFLOP/s; in brackets the same on CPU seconds, which other processes on "
+                  f"the cores disturb less): {steps} ([profile](results/profile_study_step.txt))."]
+    lines.append(BENCH_END)
     return "\n".join(lines)
 
 

@@ -11,7 +11,10 @@ Writes, atomically, under ``--out``:
   (:mod:`cookie_lib.study.bench.endtoend`);
 * ``inference_cost_model.csv`` - the fitted ratio curve (model, n_images, n_captions, two_stream_s, one_stream_s, ratio);
 * ``fig_inference_time.png`` (measured times and the fits), ``fig_cost_model.png`` (ratio curve with the
-  crossing intervals), ``profile_train_step.txt``.
+  crossing intervals), ``profile_train_step.txt``;
+* ``profile_study_step.txt``: torch.profiler tables of the study's frozen and cached-prefix fine-tuning
+  steps in fp32 and bf16 (:mod:`cookie_lib.study.bench.studystep`, timed at ``--study-threads``, default 1:
+  the thread count of each of the grid's training processes).
 
 ``--quick`` shrinks every size (CI: about a minute); the full run takes a few minutes on 2 cores.
 """
@@ -35,6 +38,7 @@ from .costmodel import COST_CSV_COLUMNS, NOT_DETERMINED, CostModel
 from .endtoend import CAPS, STRATEGIES, fit_all, load_pipeline, measure, ratio_curve
 from .scale import eval_benchmark
 from .shapes import FULL, QUICK
+from .studystep import study_step_benchmark
 from .timing import Rows
 from .training import training_benchmark
 
@@ -166,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--holdout-repeats", type=int, default=None, help="runs at the held-out N")
     p.add_argument("--out", default="results", help="output folder")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = torch's default")
+    p.add_argument("--study-threads", type=int, default=1, help="threads of the study-step benchmark (default 1, "
+                   "as each of the grid's training processes)")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -200,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     inf = inference_benchmark(rows, device, sizes, out, profile, a.seed, a.runs_root)
     train = training_benchmark(rows, device, sizes, out)
     ev = eval_benchmark(rows, sizes["eval_images"], threads=a.threads)
+    study = study_step_benchmark(rows, profile, out, sizes, threads=a.study_threads)
     total = time.perf_counter() - t_start
     rows.add("environment", "cpu", "benchmark_wall_s", total, "s", "whole benchmark run", device="cpu")
     rows.add("environment", "cpu", "load_avg_1min_end", os.getloadavg()[0], "load", "os.getloadavg()", device="cpu")
@@ -218,6 +225,12 @@ def main(argv: list[str] | None = None) -> int:
         "fraction_of_matmul_ceiling": {k: train["compute"][k] for k in ("cached", "live")},
         "matmul_ceiling_flops_per_s": train["compute"]["ceiling"],
         "eval_scale": ev,
+        "study_step": {k: {m: v[m] for m in ("pairs_per_s", "flops_per_step", "achieved_flops_per_s",
+                                             "fraction_of_ceiling", "fraction_of_ceiling_cpu_time")}
+                       for k, v in study.items() if isinstance(v, dict) and "pairs_per_s" in v},
+        "study_step_ceilings_flops_per_s": study["ceilings"],
+        "study_step_ceilings_cpu_time_flops_per_s": study["ceilings_cpu_time"],
+        "study_step_threads": study["threads"],
     }
     print("\nheadline")
     for s, by_n in medians.items():
@@ -233,6 +246,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  eval {sizes['eval_images']} x {CAPS * sizes['eval_images']}: {ev['seconds']:.2f} s "
           f"(matrix-product floor {ev['matmul_floor_s']:.2f} s per direction), peak RSS +{ev['delta_mib']:.0f} MiB "
           f"({'psutil sampling' if ev['psutil'] else 'ru_maxrss delta'}, fresh subprocess)")
+    cw, cc = study["ceilings"], study["ceilings_cpu_time"]
+    print(f"  the study's step ({profile} profile, {study['threads']} thread(s); matmul ceilings fp32 "
+          f"{cw['fp32'] / 1e9:.0f}, bf16 {cw['bf16'] / 1e9:.0f} GFLOP/s on wall seconds, {cc['fp32'] / 1e9:.0f} and "
+          f"{cc['bf16'] / 1e9:.0f} on CPU seconds):")
+    for k, v in headline["study_step"].items():
+        print(f"    {k:16s} {v['pairs_per_s']:7.1f} pairs/s, {v['achieved_flops_per_s'] / 1e9:6.1f} GFLOP/s = "
+              f"{100 * v['fraction_of_ceiling']:4.1f} % of its precision's ceiling "
+              f"({100 * v['fraction_of_ceiling_cpu_time']:.1f} % on CPU time)")
     print(f"  total {total:.0f} s")
 
     bad = [r for r in rows.rows if not math.isfinite(r["value"]) and r["metric"] != "crossing_n_images"]
@@ -243,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
                                assumptions=ASSUMPTIONS, rows=rows.rows), out / "benchmarks.json")
     print(f"wrote {out / 'benchmarks.csv'}, {out / 'benchmarks.json'}, {out / 'inference_cost_model.csv'}, "
           f"{out / 'inference_cost_model.json'}, {out / 'fig_inference_time.png'}, {out / 'fig_cost_model.png'}, "
-          f"{out / 'profile_train_step.txt'}")
+          f"{out / 'profile_train_step.txt'}, {out / 'profile_study_step.txt'}")
     return 0
 
 

@@ -25,11 +25,15 @@ FIXTURE = "data/fixture_emoji/dataset_emoji.json"
 # Sizes of every measurement; --quick uses the second set. fit_ns / holdout_n / repeats: the end-to-end
 # retrieval timings the cost model is fitted and checked on (python -m cookie_lib.study.bench can override them);
 # FULL repeats N = 300 twice, not 3 times: one exhaustive pass there is 450,000 joint passes (~1.5 min on 2 cores).
+# study_*: the study's own frozen and fine-tuned steps (cookie_lib.study.bench.studystep), timed steps per
+# precision, warm-up, profiled steps, the n of the n^3 matmul ceiling.
 FULL = dict(fit_ns=(100, 300), holdout_n=200, repeats=(3, 2), holdout_repeats=1, resamples=999, batch=128, cached_warmup=2, cached_steps=10,
             live_warmup=1, live_steps=4, profile_steps=3, matmul=2048, eval_images=5000,
+            study_steps=8, study_warmup=2, study_profile_steps=2, study_matmul=1024,
             curve_ns=tuple(int(x) for x in np.unique(np.logspace(1, 6, 26).round())))
 QUICK = dict(fit_ns=(4, 12), holdout_n=8, repeats=3, holdout_repeats=2, resamples=199, batch=16, cached_warmup=1, cached_steps=2,
              live_warmup=1, live_steps=1, profile_steps=1, matmul=512, eval_images=500,
+             study_steps=2, study_warmup=1, study_profile_steps=1, study_matmul=256,
              curve_ns=(10, 100, 1000, 10000, 100000))
 
 
