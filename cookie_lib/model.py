@@ -36,7 +36,6 @@ import torchvision
 from torch import nn
 
 from .config import Config, ModelConfig, resolve_path
-from .dropout import Dropout, dropout
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -222,11 +221,6 @@ class HeadBlock(nn.Module):
     gamma = 1 this is ``nn.TransformerEncoderLayer(norm_first=True, activation="gelu")`` (the previous
     head; parameter names follow it). With gamma = 0 (``layer_scale_init = 0``) the block is the identity,
     so a deeper head starts as the shallower one.
-
-    MHA is computed here (:meth:`attend`) from ``nn.MultiheadAttention``'s parameters, batch-first and
-    with :mod:`cookie_lib.dropout` on the attention probabilities: the same function as
-    ``self_attn(h, h, h, key_padding_mask=~mask)``, without its sequence-first copies (whose backward
-    zero-fills and re-copies the [3, T, B, d] q/k/v gradient) and its ``bernoulli_`` mask.
     """
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float, layer_scale_init: float):
@@ -239,33 +233,12 @@ class HeadBlock(nn.Module):
         self.linear1 = nn.Linear(dim, hidden)
         self.linear2 = nn.Linear(hidden, dim)
         self.ls2 = LayerScale(dim, layer_scale_init)
-        self.drop = Dropout(dropout)  # cookie_lib.dropout: nn.Dropout's semantics, cheaper masks
-
-    def attend(self, h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """Multi-head self-attention, h [B, T, d], mask [B, T] (True = real token) or None -> [B, T, d]:
-
-            q, k, v = split(h W_in^T + b_in) into H heads [B, H, T, d/H]
-            out = concat_heads(Drop(softmax(q k^T / sqrt(d/H) + M)) v) W_out^T + b_out,  M = -inf at padded keys
-
-        Drop (train mode only) is :func:`cookie_lib.dropout.dropout` with ``self_attn.dropout``; without
-        it, ``F.scaled_dot_product_attention`` computes the same thing fused.
-        """
-        a = self.self_attn
-        b, t, d = h.shape
-        q, k, v = F.linear(h, a.in_proj_weight, a.in_proj_bias).view(b, t, 3, a.num_heads, d // a.num_heads
-                                                                     ).permute(2, 0, 3, 1, 4)
-        keep = None if mask is None else mask[:, None, None, :]  # [B, 1, 1, T] over keys
-        if self.training and a.dropout > 0:
-            scores = (q * (d // a.num_heads) ** -0.5) @ k.transpose(-2, -1)
-            if keep is not None:
-                scores = scores.masked_fill(~keep, float("-inf"))
-            out = dropout(scores.softmax(-1), a.dropout) @ v
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
-        return a.out_proj(out.transpose(1, 2).reshape(b, t, d))
+        self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.ls1(self.drop(self.attend(self.norm1(x), mask)))
+        h = self.norm1(x)
+        attn = self.self_attn(h, h, h, key_padding_mask=None if mask is None else ~mask, need_weights=False)[0]
+        x = x + self.ls1(self.drop(attn))
         return x + self.ls2(self.drop(self.linear2(self.drop(F.gelu(self.linear1(self.norm2(x)))))))
 
 
@@ -284,7 +257,7 @@ class HeadStack(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.input_drop = Dropout(cfg.dropout)
+        self.input_drop = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList([HeadBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.dropout, cfg.layer_scale_init)
                                      for _ in range(cfg.depth)])
         self.norm = nn.LayerNorm(cfg.dim, elementwise_affine=False)
