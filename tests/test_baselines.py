@@ -28,15 +28,16 @@ def test_the_studys_choice_equals_frozen_baseline(table):
     from cookie_lib.config import load_config, resolve_path
     from cookie_lib.features import split_features
     from cookie_lib.study.downstream import frozen_baseline
-    from cookie_lib.study.grid import _whole_network_images, downstream_suite
+    from cookie_lib.study.baselines import whole_network_images
+    from cookie_lib.study.grid import downstream_suite
     from cookie_lib.data import load_corpus
 
     cfg = load_config("smoke")
     corpus = load_corpus(cfg)
     pre = split_features(cfg, corpus.split("train"), "train", cfg.train.num_views, resolve_path(cfg.data.dataset))
     suite = copy.copy(downstream_suite("smoke", cfg))
-    suite.emoji = _whole_network_images(cfg, suite.emoji)
-    metrics, _ = frozen_baseline(suite, _whole_network_images(cfg, pre), cfg.model.dim)
+    suite.emoji = whole_network_images(cfg, suite.emoji)
+    metrics, _ = frozen_baseline(suite, whole_network_images(cfg, pre), cfg.model.dim)
     row = table[(table.modality == "image") & (table.source == "whole") & table.whitened].iloc[0]
     assert row.test_img_r1 == pytest.approx(metrics["img_r1"])
     row = table[(table.modality == "text") & table.whitened].iloc[0]

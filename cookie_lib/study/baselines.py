@@ -19,12 +19,16 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import sys
 from pathlib import Path
 
 import pandas as pd
 import torch.nn.functional as F
 
+from ..config import Config
+from ..features import CACHE_SEED, SplitFeatures, encode_images
+from ..model import VisualEncoder
 from .downstream import DownstreamSuite, _whitener, pooled_image_features, pooled_text_features
 
 # (modality, source, whitened) in order of preference on ties; the first of each modality is the study's
@@ -102,29 +106,37 @@ def _text_metrics(suite: DownstreamSuite, emb: dict) -> dict[str, float]:
     return out
 
 
+def whole_network_images(cfg: Config, feats: SplitFeatures) -> SplitFeatures:
+    """``feats`` with its image tokens replaced by view 0 of the whole frozen CNN ([1, N, T, C_v])."""
+    m = cfg.model
+    encoder = VisualEncoder(m.visual_backbone, m.visual_weights, "all", "all")
+    tokens = encode_images(feats.records, encoder, m.image_size, 1, CACHE_SEED, desc="frozen baseline images")
+    return dataclasses.replace(feats, image_tokens=tokens)
+
+
 def profile_table(profile: str, extra: dict | None = None) -> pd.DataFrame:
     """``candidate_table`` for a profile's downstream emoji set (val and test splits), WordNet task and
     pre-training corpus, with the layer the profile's models read and the whole CNN."""
     from ..config import load_config, resolve_path
     from ..features import split_features
     from ..data import load_corpus
-    from .grid import _whole_network_images, downstream_suite
     from .profile import load_run_profile
 
     run = load_run_profile(profile)
     cfg = load_config(profile, extra)
     corpus = load_corpus(cfg)
     pre = split_features(cfg, corpus.split("train"), "train", cfg.train.num_views, resolve_path(cfg.data.dataset))
-    test = downstream_suite(profile, cfg)
+    test = DownstreamSuite(cfg, emoji=run.downstream_emoji or None, oca=run.downstream_oca or None,
+                           wordnet=run.downstream_wordnet or None)
     val = DownstreamSuite(cfg, emoji=run.downstream_emoji or None, split="val")
     whole = cfg.model.visual_layer == "all"
-    pretrain = {"layer": pre, "whole": pre if whole else _whole_network_images(cfg, pre)}
+    pretrain = {"layer": pre, "whole": pre if whole else whole_network_images(cfg, pre)}
     tests = {"layer": test, "whole": test}
     vals = {"layer": val, "whole": val}
     if not whole:
         tests["whole"], vals["whole"] = copy.copy(test), copy.copy(val)
-        tests["whole"].emoji = _whole_network_images(cfg, test.emoji)
-        vals["whole"].emoji = _whole_network_images(cfg, val.emoji)
+        tests["whole"].emoji = whole_network_images(cfg, test.emoji)
+        vals["whole"].emoji = whole_network_images(cfg, val.emoji)
     return candidate_table(tests, vals, pretrain, cfg.model.dim)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import json
 import os
 import shlex
@@ -32,12 +31,13 @@ from ..config import (Config, ConfigError, add_override_argument, config_from_di
                       parse_overrides, resolve_path)
 from ..data import KarpathyCorpus, load_corpus
 from ..evaluate import load_run
-from ..features import CACHE_SEED, SplitFeatures, encode_images, split_features
-from ..model import CookieModel, VisualEncoder
+from ..features import split_features
+from ..model import CookieModel
 from ..prefix import finetuning, prefix_config, prefix_encoders
 from ..runtime import atomic_write_json, manifest
 from ..search import export_model
 from ..train import Trainer
+from .baselines import profile_table, whole_network_images
 from .downstream import DownstreamSuite, frozen_baseline
 from .onestream import SETTINGS as ONESTREAM_SETTINGS
 from .onestream import load_onestream, speed_accuracy_table, train_onestream
@@ -172,8 +172,6 @@ def frozen_run(profile: str, extra: dict | None = None, runs_root: str | Path = 
     (the pooled layer the models read or the whole CNN, whitened or not; text whitened or not). Written to
     ``runs/<profile>/frozen/result.json`` with the choice (``baseline``) and every candidate's validation and
     test numbers (``candidates``; the test numbers never choose)."""
-    from .baselines import profile_table
-
     cfg = load_config(profile, extra)
     done = run_dir(profile, FROZEN, None, runs_root) / "result.json"
     if done.exists():
@@ -187,8 +185,8 @@ def frozen_run(profile: str, extra: dict | None = None, runs_root: str | Path = 
     suite = downstream_suite(profile, cfg)
     if image.source == "whole" and cfg.model.visual_layer != "all":
         # the pretrained CNN's own representation: its last feature map, globally pooled, at the same input size
-        pretrain, suite = _whole_network_images(cfg, pretrain), copy.copy(suite)
-        suite.emoji = suite.emoji and _whole_network_images(cfg, suite.emoji)
+        pretrain, suite = whole_network_images(cfg, pretrain), copy.copy(suite)
+        suite.emoji = suite.emoji and whole_network_images(cfg, suite.emoji)
     metrics, per_query = frozen_baseline(suite, pretrain, cfg.model.dim, whiten_image=bool(image.whitened),
                                          whiten_text=bool(text.whitened))
     baseline = {"image": str(image.source), "image_whitened": bool(image.whitened),
@@ -197,14 +195,6 @@ def frozen_run(profile: str, extra: dict | None = None, runs_root: str | Path = 
                       baseline=baseline, candidates=json.loads(table.to_json(orient="records")))
     atomic_write_json(result, done)
     return result
-
-
-def _whole_network_images(cfg: Config, feats: SplitFeatures) -> SplitFeatures:
-    """``feats`` with its image tokens replaced by view 0 of the whole frozen CNN ([1, N, T, C_v])."""
-    m = cfg.model
-    encoder = VisualEncoder(m.visual_backbone, m.visual_weights, "all", "all")
-    tokens = encode_images(feats.records, encoder, m.image_size, 1, CACHE_SEED, desc="frozen baseline images")
-    return dataclasses.replace(feats, image_tokens=tokens)
 
 
 def profile_workers(profile: str) -> int:
