@@ -27,6 +27,8 @@ p-values from its t distribution; exploratory: seeds only, no concept resampling
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
@@ -34,7 +36,9 @@ import pandas as pd
 import statsmodels.formula.api as smf
 from scipy import stats
 
-from .verdicts import reachable_no_effect, satterthwaite_df
+from ..runtime import atomic_write_text
+from .verdicts import (claim_verdicts, claims_table, inputs_digest, load_per_query, load_prereg, per_query_arrays,
+                       reachable_no_effect, satterthwaite_df, save_per_query)
 
 FACTORIAL = {"ft_cookie": (1, 1), "ft_no_visual": (0, 1), "ft_no_textual": (1, 0), "ft_cross_modal_only": (0, 0)}
 MAX_SEEDS = 200  # the search for the seeds needed stops here ("> 200")
@@ -186,6 +190,48 @@ def precision_report(pilot_per_query: str, n_resamples: int = 999) -> str:
         "what no number of seeds removes.", "", to_markdown(fmt)])
 
 
+# ----------------------------------------------------------------------------- the study's claims files
+def study_claims(results: pd.DataFrame, csv_path: str | Path, n_resamples: int = 9999,
+                 clusters: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
+    """The claims table of ``results``, computed once and recomputable from the repository.
+
+    When :func:`inputs_digest` of the per-query arrays matches ``<csv>.digest``, the existing files are
+    returned untouched. Otherwise ``per_query.npz`` is written beside ``csv_path`` (clusters default to
+    ``results.attrs['clusters']``, which :func:`cookie_lib.study.grid.run_study` sets) and the table is
+    computed *from that file*, so ``recompute`` on the committed file gives the same bytes. Notebooks 03-06 all read the same table (the whole Holm family)."""
+    csv_path = Path(csv_path)
+    clusters = clusters if clusters is not None else getattr(results, "attrs", {}).get("clusters")
+    if clusters is None:
+        raise ValueError("study_claims: no test-concept labels (pass clusters=, or use grid.run_study's frame)")
+    pq_path = csv_path.with_name("per_query.npz")
+    digest_path = csv_path.with_name(csv_path.name + ".digest")
+    digest = inputs_digest(per_query_arrays(results, clusters), n_resamples)
+    if all(p.exists() for p in (csv_path, digest_path, pq_path)) and digest_path.read_text().strip() == digest:
+        return pd.read_csv(csv_path)  # notebooks 04-06 reuse what 03 computed: nothing rewritten
+    save_per_query(results, clusters, pq_path)
+    stored, stored_clusters = load_per_query(pq_path)  # the table is computed from the file, as recompute does
+    df = claims_table(stored, n_resamples=n_resamples, clusters=stored_clusters)
+    atomic_write_text(df.to_csv(index=False), csv_path)
+    df = pd.read_csv(csv_path)
+    write_claim_tables(df, stored, pq_path.parent)
+    atomic_write_text(digest + "\n", digest_path)
+    return df
+
+
+def write_claim_tables(claims: pd.DataFrame, results, folder: str | Path) -> None:
+    """Beside ``claims.csv`` in ``folder``: ``claims_by_claim.csv``/``.md`` (one verdict per claim of the
+    paper) and ``table_factorial.csv``/``.md`` (the 2 x 2 analysis of the single-modal losses), both from the
+    per-query ``results`` the claims came from and the same pre-registration."""
+    from .report import write_table
+
+    folder = Path(folder)
+    write_table(claim_verdicts(claims), folder / "claims_by_claim", index=False)
+    fac = factorial_table(run_metrics(results, load_prereg().get("metrics") or {}, FACTORIAL_METRICS),
+                          FACTORIAL_METRICS)
+    atomic_write_text(fac.to_csv(index=False), folder / "table_factorial.csv")
+    atomic_write_text(factorial_markdown(fac), folder / "table_factorial.md")
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m cookie_lib.study.analyses precision --pilot docs/pilot/per_query.npz [--out FILE]``."""
     import argparse
@@ -199,7 +245,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     text = precision_report(args.pilot, args.resamples) + "\n"
     if args.out:
-        from pathlib import Path
 
         Path(args.out).write_text(text)
     else:

@@ -415,7 +415,7 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--out", required=True, help="folder for claims.csv and per_query.npz")
     a = p.parse_args(argv)
     if a.cmd == "claims":
-        from .verdicts import study_claims
+        from .analyses import study_claims
 
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)

@@ -59,11 +59,11 @@ def setup_study(profile: str | Path, params: Mapping | None = None, quiet: bool 
     """:func:`setup`, then every run of the profile's study and its claims table: ``(run, results, runs, claims)``.
 
     ``runs`` is :func:`cookie_lib.study.grid.run_study` (trains what is missing, loads the rest: after
-    ``run_all.sh`` everything is loaded) and ``claims`` :func:`cookie_lib.study.verdicts.study_claims` of
+    ``run_all.sh`` everything is loaded) and ``claims`` :func:`cookie_lib.study.analyses.study_claims` of
     them, the whole Holm family computed once and written to ``results/claims.csv``."""
-    from . import grid, verdicts  # heavy: only the notebooks that look at the study import them
+    from . import analyses, grid  # heavy: only the notebooks that look at the study import them
 
     run, results = setup(profile, params, quiet)
     runs = grid.run_study(run.profile)
-    claims = verdicts.study_claims(runs, results / "claims.csv", run.bootstrap_resamples)
+    claims = analyses.study_claims(runs, results / "claims.csv", run.bootstrap_resamples)
     return run, results, runs, claims

@@ -762,51 +762,6 @@ def recompute(per_query_path: str | Path, n_resamples: int, prereg: str | Path =
     return claims_table(results, prereg, n_resamples=n_resamples, clusters=clusters)
 
 
-def study_claims(results: pd.DataFrame, csv_path: str | Path, n_resamples: int = 9999,
-                 clusters: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
-    """The claims table of ``results``, computed once and recomputable from the repository.
-
-    When :func:`inputs_digest` of the per-query arrays matches ``<csv>.digest``, the existing files are
-    returned untouched. Otherwise ``per_query.npz`` is written beside ``csv_path`` (clusters default to
-    ``results.attrs['clusters']``, which :func:`cookie_lib.study.grid.run_study` sets) and the table is
-    computed *from that file*, so ``recompute`` on the committed file gives the same bytes. Notebooks 03-06 all read the same table (the whole Holm family)."""
-    from ..runtime import atomic_write_text
-
-    csv_path = Path(csv_path)
-    clusters = clusters if clusters is not None else getattr(results, "attrs", {}).get("clusters")
-    if clusters is None:
-        raise ValueError("study_claims: no test-concept labels (pass clusters=, or use grid.run_study's frame)")
-    pq_path = csv_path.with_name("per_query.npz")
-    digest_path = csv_path.with_name(csv_path.name + ".digest")
-    digest = inputs_digest(per_query_arrays(results, clusters), n_resamples)
-    if all(p.exists() for p in (csv_path, digest_path, pq_path)) and digest_path.read_text().strip() == digest:
-        return pd.read_csv(csv_path)  # notebooks 04-06 reuse what 03 computed: nothing rewritten
-    save_per_query(results, clusters, pq_path)
-    stored, stored_clusters = load_per_query(pq_path)  # the table is computed from the file, as recompute does
-    df = claims_table(stored, n_resamples=n_resamples, clusters=stored_clusters)
-    atomic_write_text(df.to_csv(index=False), csv_path)
-    df = pd.read_csv(csv_path)
-    write_claim_tables(df, stored, pq_path.parent)
-    atomic_write_text(digest + "\n", digest_path)
-    return df
-
-
-def write_claim_tables(claims: pd.DataFrame, results, folder: str | Path) -> None:
-    """Beside ``claims.csv`` in ``folder``: ``claims_by_claim.csv``/``.md`` (one verdict per claim of the
-    paper) and ``table_factorial.csv``/``.md`` (the 2 x 2 analysis of the single-modal losses), both from the
-    per-query ``results`` the claims came from and the same pre-registration."""
-    from ..runtime import atomic_write_text
-    from .analyses import FACTORIAL_METRICS, factorial_markdown, factorial_table, run_metrics
-    from .report import write_table
-
-    folder = Path(folder)
-    write_table(claim_verdicts(claims), folder / "claims_by_claim", index=False)
-    fac = factorial_table(run_metrics(results, load_prereg().get("metrics") or {}, FACTORIAL_METRICS),
-                          FACTORIAL_METRICS)
-    atomic_write_text(fac.to_csv(index=False), folder / "table_factorial.csv")
-    atomic_write_text(factorial_markdown(fac), folder / "table_factorial.md")
-
-
 def conclusion(df: pd.DataFrame, variants: Iterable[str]) -> str:
     """Markdown for the end of a notebook: the verdict sentence of every contrast that involves one of
     ``variants`` (both families), generated from the claims table so the text matches the numbers."""
