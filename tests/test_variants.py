@@ -43,14 +43,17 @@ def test_matched_depth_needs_an_even_depth():
 
 
 def test_default_profile_variants_are_the_stored_runs():
-    """At depth 2 every variant's config is the one the finished default runs were trained with (read only)."""
-    stored = sorted((ROOT / "runs" / "default").glob("*/seed*/result.json"))
-    if not stored:
+    """At depth 2 every variant's config is the one the finished runs of the default study were trained with
+    (read only; runs of earlier profiles in the same folder, e.g. other seeds or budgets, are not the study's)."""
+    from cookie_lib.study.profile import load_run_profile
+
+    jobs = [(v, s) for v, s in grid.study_jobs(load_run_profile("default"))
+            if (ROOT / "runs" / "default" / v / f"seed{s}" / "result.json").exists()]
+    if not jobs:
         pytest.skip("no finished default runs in this checkout (runs/ is not committed)")
-    for path in stored:
-        result = json.loads(path.read_text())
-        variant, seed = path.parts[-3], int(path.parts[-2].removeprefix("seed"))
-        assert grid._same_run(result, grid.variant_config("default", variant, seed), variant), path
+    for variant, seed in jobs:
+        path = ROOT / "runs" / "default" / variant / f"seed{seed}" / "result.json"
+        assert grid._same_run(json.loads(path.read_text()), grid.variant_config("default", variant, seed), variant), path
 
 
 def test_grid_one_reads_set_and_rejects_a_bad_value_before_any_work(monkeypatch):
