@@ -191,10 +191,13 @@ def test_committed_prereg_is_complete():
     pre = V.load_prereg()
     assert pre["sha256"] == hashlib.sha256(V.DEFAULT_PREREG.read_bytes()).hexdigest() == V.prereg_sha256()
     prim = {(c["a"], c["b"], c["metric"]) for c in pre["contrasts"] if c["family"] == "primary"}
-    assert prim == {("cookie", "cross_modal_only", "img_r1"), ("cookie", "cross_modal_only", "wn_r1"),
-                    ("cookie", "no_visual", "emoji_mr"), ("cookie", "no_visual", "img_r1"),
-                    ("cookie", "no_textual", "emoji_mr"), ("cookie", "no_textual", "wn_r1"),
+    # the unimodal claims and the losses on the fine-tuned arm, against both comparators; the head on the frozen arm
+    assert prim == {("ft_cookie", "ft_cross_modal_only", "img_r1"), ("ft_cookie", "ft_cross_modal_only", "wn_r1"),
+                    ("ft_cookie", "cookie", "img_r1"), ("ft_cookie", "cookie", "wn_r1"),
+                    ("ft_cookie", "ft_no_visual", "emoji_mr"), ("ft_cookie", "ft_no_visual", "img_r1"),
+                    ("ft_cookie", "ft_no_textual", "emoji_mr"), ("ft_cookie", "ft_no_textual", "wn_r1"),
                     ("cookie", "separate_1", "emoji_mr"), ("cookie", "separate_2", "emoji_mr")}
+    assert {cl["id"]: cl.get("rule", "any") for cl in pre["claims"]}["C1"] == "all"
     assert V.metric_lists(pre, "emoji_mr") == ["emoji_i2t_mr", "emoji_t2i_mr"]
     assert pre["min_seeds"]["primary"] >= 5
     # every primary contrast bears on exactly one claim of the paper, and every claim has one
@@ -205,7 +208,13 @@ def test_committed_prereg_is_complete():
 
     run = load_run_profile("default")
     assert run.seeds == pre["confirmatory_seeds"] and run.secondary_seeds == pre["confirmatory_secondary_seeds"]
-    assert not set(run.seeds) & {0, 1, 2, 3, 4}
+    assert not set(run.seeds) & {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}  # pilots 0-4, version 2's confirmatory run 5-9
+    assert run.finetune_seeds == run.seeds  # every fine-tuned run is paired with the frozen run of its seed
+    # every variant a contrast names is trained by the study
+    from cookie_lib.study import grid
+
+    trained = set(grid.PRIMARY + grid.SECONDARY + grid.FINETUNED) | {grid.FROZEN}
+    assert {v for c in pre["contrasts"] for v in (c["a"], c["b"])} <= trained
     # the frozen baseline scores unimodal tasks only: no contrast may ask it for a cross-modal metric
     assert all(c["metric"] in ("img_r1", "img_map", "wn_r1", "wn_mrr", "txt_r1", "txt_mrr")
                for c in pre["contrasts"] if V.FROZEN in (c["a"], c["b"]))
@@ -222,7 +231,7 @@ def test_prereg_missing_field_fails(field, tmp_path):
 
 
 @pytest.mark.parametrize("bad", [{"direction": "a >= b"}, {"family": "tertiary"}, {"sesoi": 0},
-                                 {"sesoi": "1 point"}, {"b": "cookie"}])
+                                 {"sesoi": "1 point"}, {"a": "cookie", "b": "cookie"}])
 def test_prereg_invalid_values_fail(bad):
     pre = yaml.safe_load(V.DEFAULT_PREREG.read_text())
     pre["contrasts"][0].update(bad)
