@@ -114,9 +114,10 @@ def whole_network_images(cfg: Config, feats: SplitFeatures) -> SplitFeatures:
     return dataclasses.replace(feats, image_tokens=tokens)
 
 
-def profile_table(profile: str, extra: dict | None = None) -> pd.DataFrame:
+def profile_table(profile: str, extra: dict | None = None, test: DownstreamSuite | None = None) -> pd.DataFrame:
     """``candidate_table`` for a profile's downstream emoji set (val and test splits), WordNet task and
-    pre-training corpus, with the layer the profile's models read and the whole CNN."""
+    pre-training corpus, with the layer the profile's models read and the whole CNN. ``test``: the profile's
+    test suite when the caller has it built (:func:`cookie_lib.study.grid.downstream_suite`), else one is built."""
     from ..config import load_config, resolve_path
     from ..features import split_features
     from ..data import load_corpus
@@ -126,8 +127,8 @@ def profile_table(profile: str, extra: dict | None = None) -> pd.DataFrame:
     cfg = load_config(profile, extra)
     corpus = load_corpus(cfg)
     pre = split_features(cfg, corpus.split("train"), "train", cfg.train.num_views, resolve_path(cfg.data.dataset))
-    test = DownstreamSuite(cfg, emoji=run.downstream_emoji or None, oca=run.downstream_oca or None,
-                           wordnet=run.downstream_wordnet or None)
+    test = test or DownstreamSuite(cfg, emoji=run.downstream_emoji or None, oca=run.downstream_oca or None,
+                                   wordnet=run.downstream_wordnet or None)
     val = DownstreamSuite(cfg, emoji=run.downstream_emoji or None, split="val")
     whole = cfg.model.visual_layer == "all"
     pretrain = {"layer": pre, "whole": pre if whole else whole_network_images(cfg, pre)}

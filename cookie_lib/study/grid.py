@@ -17,7 +17,6 @@ import argparse
 import copy
 import json
 import os
-import shlex
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -62,7 +61,8 @@ VARIANTS: dict[str, dict] = {
 # trained on the cached frozen prefix at FT_ENCODER_LR, run with the profile's ``finetune_seeds`` (none by default).
 FT_BLOCKS = 1  # k: the cost/benefit pilot (python -m cookie_lib.study.bench.finetune; docs/method.md) ordered k = 2
 # above k = 1 on validation mR after 30 steps, but k = 1 costs 0.69x as much per step (bf16, 1 thread: 350 vs 243
-# pairs/s), and only k = 1 fits both arms at the plateau budget in run_all's time (pre-registration version 3)
+# pairs/s); chosen to bring both arms at the plateau budget near run_all's time (pre-registration version 3; the
+# committed run still trained 92 min on a shared 2-core machine)
 FT_ENCODER_LR = 1e-4  # 10x below the head's lr; the config default 1e-5 barely moves a tail in ~400 steps
 FINETUNE = {"model.finetune_visual_blocks": FT_BLOCKS, "model.finetune_text_layers": FT_BLOCKS,
             "train.encoder_lr": FT_ENCODER_LR}
@@ -178,11 +178,11 @@ def frozen_run(profile: str, extra: dict | None = None, runs_root: str | Path = 
         stored = json.loads(done.read_text())
         if same_config(stored.get("config"), cfg) and "baseline" in stored:
             return stored
-    table = profile_table(profile, extra)
+    suite = downstream_suite(profile, cfg)
+    table = profile_table(profile, extra, test=suite)
     image, text = (table[(table.modality == m) & table.chosen].iloc[0] for m in ("image", "text"))
     corpus = load_corpus(cfg)
     pretrain = split_features(cfg, corpus.split("train"), "train", cfg.train.num_views, resolve_path(cfg.data.dataset))
-    suite = downstream_suite(profile, cfg)
     if image.source == "whole" and cfg.model.visual_layer != "all":
         # the pretrained CNN's own representation: its last feature map, globally pooled, at the same input size
         pretrain, suite = whole_network_images(cfg, pretrain), copy.copy(suite)
@@ -404,7 +404,6 @@ def main(argv: list[str] | None = None) -> None:
     o.add_argument("--runs-root", default="runs")
     add_override_argument(o)
     # the JSON form of earlier versions, for commands still running from them: converted, with a warning
-    o.add_argument("--extra", default=None, help=argparse.SUPPRESS)
     e = sub.add_parser("export", help="save the best COOKIE run (by validation RSUM) for python -m cookie_lib.search")
     e.add_argument("--profile", required=True)
     e.add_argument("--runs-root", default="runs")
@@ -432,11 +431,6 @@ def main(argv: list[str] | None = None) -> None:
         print(df.drop(columns="per_query").groupby("variant", sort=False).mean(numeric_only=True).round(2).to_string())
         return
     extra = parse_overrides(a.set)
-    if a.extra is not None:
-        legacy = json.loads(a.extra)
-        print(f"grid one: --extra is deprecated; use --set {' '.join(map(shlex.quote, format_overrides(legacy)))}",
-              file=sys.stderr)
-        extra = {**legacy, **extra}
     corpus = load_corpus(load_config(a.profile, {**extra, "data.validate": False}))  # the parent validated it
     r = run_one(a.profile, a.variant, a.seed, corpus, extra or None, a.runs_root, progress=False)
     print(json.dumps({"variant": a.variant, "seed": a.seed, "emoji_mr": r.get("test", {}).get("emoji_mr")}))
