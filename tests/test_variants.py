@@ -42,6 +42,26 @@ def test_matched_depth_needs_an_even_depth():
     assert grid.variant_config("smoke", "separate_1", 0, {"model.depth": 4}).model.depth == 2  # follows extra's L
 
 
+def test_finetuned_arm_and_its_comparator_train_for_finetune_epochs(tmp_path):
+    """The fine-tuned arm and cookie_long read the profile's ``finetune_epochs``; the frozen arm keeps
+    train.epochs; 0 means train.epochs; a negative value fails naming the key."""
+    from cookie_lib.study.profile import load_run_profile
+
+    epochs = {v: grid.variant_config("smoke", v, 0).train.epochs for v in grid.STUDIED}
+    assert {v for v, e in epochs.items() if e == 4} == set(grid.LONG_BUDGET) == set(grid.FINETUNED + ["cookie_long"])
+    assert {e for v, e in epochs.items() if v not in grid.LONG_BUDGET} == {3}
+    cfg = {v: grid.variant_config("smoke", v, 0) for v in ("cookie", "cookie_long")}
+    cfg["cookie"].train.epochs = cfg["cookie_long"].train.epochs
+    assert cfg["cookie"].to_dict() == cfg["cookie_long"].to_dict()  # the budget is the only difference
+    assert load_run_profile("default").finetune_epochs == 20
+    profile = tmp_path / "p.yaml"
+    profile.write_text((ROOT / "profiles" / "smoke.yaml").read_text().replace("finetune_epochs: 4", "finetune_epochs: 0"))
+    assert grid.variant_config(str(profile), "ft_cookie", 0).train.epochs == 3
+    profile.write_text((ROOT / "profiles" / "smoke.yaml").read_text().replace("finetune_epochs: 4", "finetune_epochs: -2"))
+    with pytest.raises(ConfigError, match="finetune_epochs=-2"):
+        grid.variant_config(str(profile), "ft_cookie", 0)
+
+
 def test_default_profile_variants_are_the_stored_runs():
     """At depth 2 every variant's config is the one the finished runs of the default study were trained with
     (read only; runs of earlier profiles in the same folder, e.g. other seeds or budgets, are not the study's)."""

@@ -69,6 +69,12 @@ FINETUNE = {"model.finetune_visual_blocks": FT_BLOCKS, "model.finetune_text_laye
 VARIANTS.update({f"ft_{v}": {**FINETUNE, **VARIANTS[v]} for v in ("cookie", "cross_modal_only", "no_visual",
                                                                    "no_textual")})
 FINETUNED = ["ft_cookie", "ft_cross_modal_only", "ft_no_visual", "ft_no_textual"]
+# The fine-tuned arm trains for the profile's ``finetune_epochs`` (its plateau needs more epochs than the frozen
+# arm's); its initialization comparator is the frozen arm's cookie trained for the same budget, so that P3/P4 of
+# the pre-registration compare fine-tuning, not a longer schedule.
+VARIANTS["cookie_long"] = {}
+BUDGET_MATCHED = ["cookie_long"]
+LONG_BUDGET = FINETUNED + BUDGET_MATCHED  # the variants that train for ``finetune_epochs``
 # Frozen arm: PRIMARY variants run with the profile's ``seeds``, SECONDARY with ``secondary_seeds``; the fine-tuned
 # arm (FINETUNED) with ``finetune_seeds``. The loss ablation is read on the fine-tuned arm, beside the frozen
 # models it starts from (pre-registration version 3); no_visual, no_textual and visual_concept keep their
@@ -77,6 +83,7 @@ PRIMARY = ["cookie", "cross_modal_only", "separate_1", "separate_2"]
 SECONDARY = ["depth_0", "depth_1"]
 LOSS_ABLATION = FINETUNED + ["cookie", "cross_modal_only"]
 HEAD_ABLATION = ["cookie", "separate_1", "separate_2", "depth_0", "depth_1"]
+STUDIED = FINETUNED + BUDGET_MATCHED + PRIMARY + SECONDARY  # every trained variant of the study, in the tables' order
 # Variants whose model.depth is derived from the profile's (cookie's) depth L by matched_depth, so that their two
 # separate stacks hold as many head parameters as cookie's one shared stack (at the default L = 2: 1 + 1 layers).
 PARAMETER_MATCHED = ["separate_1"]
@@ -93,10 +100,12 @@ def run_dir(profile: str, variant: str, seed: int | None, runs_root: str | Path 
 def variant_config(profile: str, variant: str, seed: int, extra: dict | None = None) -> Config:
     """The validated config of one (variant, seed): the profile, the variant's overrides, ``extra`` (dotted
     overrides of every variant), the seed; a PARAMETER_MATCHED variant's depth follows the profile's (+ extra's)
-    model.depth (:func:`matched_depth`)."""
+    model.depth (:func:`matched_depth`); a LONG_BUDGET variant trains for the profile's ``finetune_epochs``
+    (when set)."""
     if variant not in VARIANTS and variant != ONESTREAM:
         raise KeyError(f"unknown variant {variant!r}; choose from {list(VARIANTS) + [ONESTREAM]}")
-    overrides = {**VARIANTS.get(variant, {}), **(extra or {})}
+    budget = load_run_profile(profile).finetune_epochs if variant in LONG_BUDGET else 0
+    overrides = {**VARIANTS.get(variant, {}), **({"train.epochs": budget} if budget else {}), **(extra or {})}
     if variant in PARAMETER_MATCHED:
         overrides["model.depth"] = matched_depth(load_config(profile, extra).model.depth)
     return load_config(profile, {**overrides, "train.seed": seed})
@@ -281,9 +290,10 @@ def _finished(profile, variant, seed, extra, runs_root) -> bool:
 
 def study_jobs(run) -> list[tuple[str, int]]:
     """(variant, seed) of every training run of a run profile's study: the frozen arm's PRIMARY x ``seeds``
-    and SECONDARY x ``secondary_seeds``, the fine-tuned arm's FINETUNED x ``finetune_seeds``."""
+    and SECONDARY x ``secondary_seeds``, the fine-tuned arm's FINETUNED and its BUDGET_MATCHED comparator x
+    ``finetune_seeds``."""
     return ([(v, s) for v in PRIMARY for s in run.seeds] + [(v, s) for v in SECONDARY for s in run.secondary_seeds]
-            + [(v, s) for v in FINETUNED for s in run.finetune_seeds])
+            + [(v, s) for v in LONG_BUDGET for s in run.finetune_seeds])
 
 
 def study_runs(run, runs_root: str | Path = "runs") -> dict[str, list[dict]]:

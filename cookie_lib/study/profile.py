@@ -34,6 +34,7 @@ class RunProfile:
     secondary_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # seeds of the secondary variants
     onestream_seeds: list[int] = field(default_factory=lambda: [0])  # one-stream cross-encoder (speed claim)
     finetune_seeds: list[int] = field(default_factory=list)  # the fine-tuned arm (grid.FINETUNED); [] = not run
+    finetune_epochs: int = 0  # epochs of the fine-tuned arm and its budget-matched frozen comparator (0 = train.epochs)
     bootstrap_resamples: int = 9999  # resamples of the claims table's bootstrap CIs
     downstream_emoji: str = ""  # Karpathy JSON whose test split is the emoji downstream set ("" = none)
     downstream_oca: str = ""  # Karpathy JSON whose test split is the Open Clip Art downstream set ("" = none)
@@ -98,6 +99,8 @@ def run_profile_from_dict(values: dict, where: str = "profile", overrides: dict 
     kwargs = {k: _check(where, k, run_values[k], hints[k]) for k in run_keys() if k in run_values}
     if kwargs.get("bootstrap_resamples", 9999) < 99:
         raise ConfigError(f"{where}: bootstrap_resamples={kwargs['bootstrap_resamples']!r} must be >= 99")
+    if kwargs.get("finetune_epochs", 0) < 0:
+        raise ConfigError(f"{where}: finetune_epochs={kwargs['finetune_epochs']!r} must be >= 0 (0 = train.epochs)")
     if kwargs.get("workers", 1) < 1:
         raise ConfigError(f"{where}: workers={kwargs['workers']!r} must be an int >= 1")
     for key in ("seeds", "secondary_seeds", "onestream_seeds", "finetune_seeds"):
