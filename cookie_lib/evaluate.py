@@ -18,7 +18,7 @@
   (CLDR keyword list) of every concept; R@K and MRR.
 
 The study's frozen-encoder baseline (PCA-whitened pooled features) is
-:func:`cookie_lib.study.downstream.frozen_baseline`.
+:func:`cookie_lib.study.baselines.frozen_baseline`.
 
 Command line: evaluate an exported model file (``--model``, :func:`cookie_lib.search.export_model`) or a
 training run folder (``--run``, ``checkpoint.pt`` written by :mod:`cookie_lib.train`) on a split of its

@@ -1,5 +1,5 @@
 """Frozen-baseline sensitivity (cookie_lib.study.baselines): every candidate tabled, one chosen per modality
-on validation, and the study's current choice reproduces downstream.frozen_baseline."""
+on validation, and the study's current choice reproduces baselines.frozen_baseline."""
 import pytest
 
 from cookie_lib.study import baselines as B
@@ -27,7 +27,7 @@ def test_the_studys_choice_equals_frozen_baseline(table):
 
     from cookie_lib.config import load_config, resolve_path
     from cookie_lib.features import split_features
-    from cookie_lib.study.downstream import frozen_baseline
+    from cookie_lib.study.baselines import frozen_baseline
     from cookie_lib.study.baselines import whole_network_images
     from cookie_lib.study.grid import downstream_suite
     from cookie_lib.data import load_corpus

@@ -23,8 +23,10 @@ from cookie_lib.metrics import (cross_modal_pair_ranks, cross_modal_retrieval, i
                                 pair_average_precision, pair_ranks, text_matching)
 from cookie_lib.model import CookieModel
 from cookie_lib.study import downstream as ds
-from cookie_lib.study.downstream import (DownstreamSuite, design_matrix_from_embeddings, frozen_baseline,
-                                         load_text_task)
+from cookie_lib.study import texttask
+from cookie_lib.study.baselines import frozen_baseline
+from cookie_lib.study.downstream import DownstreamSuite, design_matrix_from_embeddings
+from cookie_lib.study.texttask import TextTask, load_text_task, text_cache_key
 
 FIXTURE = Path(__file__).resolve().parents[1] / "data" / "fixture_emoji" / "dataset_emoji.json"
 
@@ -173,7 +175,7 @@ def wordnet_like(tmp_path: Path, n: int = 12) -> Path:
     return path
 
 
-def random_text_task(tmp_path: Path) -> ds.TextTask:
+def random_text_task(tmp_path: Path) -> TextTask:
     task = load_text_task(wordnet_like(tmp_path))
     g = torch.Generator().manual_seed(1)
     task.tokens = torch.randn(len(task.texts), 4, 5, generator=g).half()
@@ -308,13 +310,13 @@ def test_suite_on_fixture_with_real_encoders(tmp_path, monkeypatch):
     assert mat.shape == (n_designs, n_designs)
     # a second suite reads the text cache instead of encoding again ...
     with monkeypatch.context() as mp:
-        mp.setattr(ds, "encode_texts", lambda *a, **k: pytest.fail("text cache was not reused"))
+        mp.setattr(texttask, "encode_texts", lambda *a, **k: pytest.fail("text cache was not reused"))
         again = DownstreamSuite(cfg, wordnet=wn, progress=False)
     assert torch.equal(again.wordnet.tokens, suite.wordnet.tokens)
     # ... and rebuilds a corrupt one, with a warning naming it
     cache = next(Path(cfg.data.cache_dir if Path(cfg.data.cache_dir).is_absolute() else
                       Path(__file__).resolve().parents[1] / cfg.data.cache_dir).glob(
-        f"wordnet-text-{ds.text_cache_key(cfg, wn)}.pt"))
+        f"wordnet-text-{text_cache_key(cfg, wn)}.pt"))
     cache.write_bytes(b"truncated")
     with pytest.warns(UserWarning, match="wordnet-text-.*corrupt"):
         rebuilt = DownstreamSuite(cfg, wordnet=wn, progress=False)

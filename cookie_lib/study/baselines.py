@@ -1,6 +1,6 @@
 """Sensitivity of the frozen-encoder baseline: which frozen features, whitened or not, chosen on validation.
 
-The study's frozen baseline (``downstream.frozen_baseline``, ``grid.frozen_run``) pools the *whole* CNN's
+The study's frozen baseline (:func:`frozen_baseline`, ``grid.frozen_run``) pools the *whole* CNN's
 last feature map and whitens both modalities. Its candidates here:
 
 * image: the mean-pooled grid tokens of the layer the trained models read (``model.visual_layer``, "layer")
@@ -21,21 +21,81 @@ import argparse
 import copy
 import dataclasses
 import sys
+import warnings
 from pathlib import Path
 
 import pandas as pd
+import torch
 import torch.nn.functional as F
 
 from ..config import Config
 from ..features import CACHE_SEED, SplitFeatures, encode_images
 from ..model import VisualEncoder
-from .downstream import DownstreamSuite, _whitener, pooled_image_features, pooled_text_features
+from ..model import masked_mean
+from .downstream import DownstreamSuite
 
 # (modality, source, whitened) in order of preference on ties; the first of each modality is the study's
 IMAGE_CANDIDATES = (("image", "whole", True), ("image", "whole", False), ("image", "layer", True),
                     ("image", "layer", False))
 TEXT_CANDIDATES = (("text", "minilm", True), ("text", "minilm", False))
 SELECT_ON = {"image": "img_r1", "text": "txt_r1"}
+
+
+def pooled_image_features(feats: SplitFeatures) -> torch.Tensor:
+    """Mean over the frozen CNN's grid tokens of the un-augmented view: [N, C_v] float32."""
+    return feats.image_tokens[0].float().mean(1)
+
+
+def pooled_text_features(tokens: torch.Tensor, mask: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    """Masked mean of the frozen text encoder's token states [M, T, C_t] -> [M, C_t] float32 (batched: the
+    float32 copy of a large cache would not fit in memory at once)."""
+    return torch.cat([masked_mean(tokens[r].float(), mask[r]) for r in torch.arange(tokens.shape[0]).split(batch_size)])
+
+
+def whitener(fit: torch.Tensor, dim: int, what: str):
+    """sklearn PCA(n_components=dim, whiten=True) fit on ``fit`` [n, C]; capped at min(n, C) with a warning."""
+    from sklearn.decomposition import PCA
+
+    n_comp = min(dim, *fit.shape)
+    if n_comp < dim:
+        warnings.warn(f"frozen baseline: {what} PCA uses {n_comp} components, not dim={dim} "
+                      f"(only {fit.shape[0]} samples of width {fit.shape[1]} in the pre-training set)")
+    pca = PCA(n_components=n_comp, whiten=True, random_state=0).fit(fit.double().numpy())
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(torch.from_numpy(pca.transform(x.double().numpy())).float(), dim=-1)
+
+    apply.pca = pca
+    return apply
+
+
+def frozen_baseline(suite: DownstreamSuite, pretrain_feats: SplitFeatures, dim: int, whiten_image: bool = True,
+                    whiten_text: bool = True) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Unimodal tasks (img_*, wn_*, txt_*) with the frozen encoders' pooled features, PCA-whitened (or, with
+    ``whiten_image`` / ``whiten_text`` False, only L2-normalised: e = z / ||z||).
+
+    Image: z = mean_t tokens[t] of the frozen CNN grid; text: z = masked mean of the MiniLM states.
+    Each modality gets its own PCA(n_components = dim, the model width, whiten=True), fit on the
+    pre-training set's features only (``pretrain_feats``: its train split, view 0 of every image and
+    every distinct caption), then e = W (z - mu) / ||W (z - mu)||, so the baseline gets the same
+    width and a linear map, as a trained model does. Returns (metrics, per-query lists) as
+    :meth:`DownstreamSuite.evaluate`, without cross-modal metrics (the two spaces are unrelated).
+    """
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise ValueError(f"dim: expected a positive int (the model width), got {dim!r}")
+    def unit(x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x.float(), dim=-1)
+
+    img_w = whitener(pooled_image_features(pretrain_feats), dim, "image") if whiten_image else unit
+    txt_w = (whitener(pooled_text_features(pretrain_feats.text_tokens, pretrain_feats.text_mask), dim, "text")
+             if whiten_text else unit)
+    emb = {}
+    if suite.emoji is not None:
+        emb["emoji_img"] = img_w(pooled_image_features(suite.emoji))
+        emb["emoji_txt"] = txt_w(pooled_text_features(suite.emoji.text_tokens, suite.emoji.text_mask))
+    if suite.wordnet is not None:
+        emb["wn_txt"] = txt_w(pooled_text_features(suite.wordnet.tokens, suite.wordnet.mask))
+    return suite.score(emb, cross_modal=False)
 
 
 def _raw(x):
@@ -55,9 +115,9 @@ def candidate_table(test: dict[str, DownstreamSuite], val: dict[str, DownstreamS
     text_fit = pooled_text_features(pretrain["layer"].text_tokens, pretrain["layer"].text_mask)
     for modality, source, whitened in IMAGE_CANDIDATES + TEXT_CANDIDATES:
         if modality == "image":
-            f = _whitener(pooled_image_features(pretrain[source]), dim, "image") if whitened else _raw
+            f = whitener(pooled_image_features(pretrain[source]), dim, "image") if whitened else _raw
         else:
-            f = _whitener(text_fit, dim, "text") if whitened else _raw
+            f = whitener(text_fit, dim, "text") if whitened else _raw
         row = {"modality": modality, "source": source if modality == "image" else "minilm", "whitened": whitened}
         for split, suites in (("val", val), ("test", test)):
             suite = suites["layer" if modality == "text" else source]

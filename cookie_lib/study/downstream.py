@@ -22,142 +22,30 @@ and ``emoji_t2i_mr`` (= rsum / 6). Ranks are pessimistic (ties broken negatives 
 the rank engine of :mod:`cookie_lib.metrics`; every name is a constant of :mod:`cookie_lib.metric_names`.
 
 Frozen-encoder token features are cached exactly as for training (:func:`cookie_lib.features.split_features`);
-the text-only WordNet task has its own text-token cache keyed by the encoder config and the file's hash.
-:func:`frozen_baseline` scores the unimodal tasks with the pretrained encoders' pooled features,
-PCA-whitened on the pre-training set.
-
-Why one long module: the four downstream tasks share one cache, one embedding pass and the per-query output format.
+the text-only WordNet task has its own text-token cache (:mod:`cookie_lib.study.texttask`). The frozen-encoder
+baseline on the same tasks is :func:`cookie_lib.study.baselines.frozen_baseline`.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from .. import metric_names as N
 from ..config import Config, resolve_path
 from ..data import ImageRecord, load_karpathy, text_matching_set
 from ..evaluate import TEXT_MATCHING_KINDS, embed_split
-from ..features import SplitFeatures, encode_texts, split_features
+from ..features import SplitFeatures, split_features
 from ..metrics import caption_pairs, cross_modal_pair_ranks, key_pairs, pair_average_precision, pair_ranks
-from ..model import TextEncoder, masked_mean
-from ..runtime import atomic_save
+from .texttask import TextTask, text_task_features
 
 KS = N.KS
-TEXT_CACHE_VERSION = 1  # bump when the text cache layout changes
 
-__all__ = ["DownstreamSuite", "TextTask", "load_text_task", "text_task_features", "frozen_baseline",
-           "design_matrix_from_embeddings", "record_designs"]
-
-
-# ----------------------------------------------------------------------------- text-only tasks
-
-
-@dataclass
-class TextTask:
-    """A text -> text matching task: Q queries, C candidates, positives share a key.
-
-    texts: the distinct strings of queries and candidates (first-seen order); q_rows [Q] and c_rows [C]
-    index them; tokens [M, T, C_t] float16 and mask [M, T] bool are the frozen text encoder's states.
-    """
-    name: str
-    texts: list[str]
-    q_rows: torch.Tensor
-    q_keys: list[str]
-    c_rows: torch.Tensor
-    c_keys: list[str]
-    tokens: torch.Tensor | None = None
-    mask: torch.Tensor | None = None
-
-    @property
-    def num_queries(self) -> int:
-        return len(self.q_keys)
-
-
-def load_text_task(path: Path, name: str = "wordnet") -> TextTask:
-    """Read ``{"queries": [{"text", "key"}], "candidates": [{"text", "key"}]}`` and validate it.
-
-    Keys are compared as strings. Raises ValueError naming the file and the entry on a malformed file,
-    and when a query key has no candidate (its rank would be undefined).
-    """
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"{path}: text task file not found") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: top level must be an object with 'queries' and 'candidates'")
-    index: dict[str, int] = {}
-    rows, keys = {}, {}
-    for part in ("queries", "candidates"):
-        items = data.get(part)
-        if not isinstance(items, list) or not items:
-            raise ValueError(f"{path}: '{part}' must be a non-empty list")
-        rows[part], keys[part] = [], []
-        for i, it in enumerate(items):
-            text = it.get("text") if isinstance(it, dict) else None
-            key = it.get("key") if isinstance(it, dict) else None
-            if not isinstance(text, str) or not text.strip():
-                raise ValueError(f"{path}: {part}[{i}] 'text' must be a non-empty string, got {text!r}")
-            if not isinstance(key, (str, int)) or isinstance(key, bool):
-                raise ValueError(f"{path}: {part}[{i}] 'key' must be a string or int, got {key!r}")
-            rows[part].append(index.setdefault(text, len(index)))
-            keys[part].append(str(key))
-    orphans = [k for k in keys["queries"] if k not in set(keys["candidates"])]
-    if orphans:
-        raise ValueError(f"{path}: {len(orphans)} queries have no candidate with their key (e.g. {orphans[0]!r})")
-    return TextTask(name, list(index), torch.tensor(rows["queries"]), keys["queries"],
-                    torch.tensor(rows["candidates"]), keys["candidates"])
-
-
-def text_cache_key(cfg: Config, path: Path) -> str:
-    """Hash of the task file's bytes and the text-encoder settings that change the cached states."""
-    m = cfg.model
-    ident = dict(sha256=hashlib.sha256(Path(path).read_bytes()).hexdigest(), text=m.text_model,
-                 max_text_len=m.max_text_len, version=TEXT_CACHE_VERSION)
-    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def text_task_features(cfg: Config, path: Path, name: str = "wordnet", encoder: TextEncoder | None = None,
-                       progress: bool = True) -> TextTask:
-    """Load a text task with its frozen text-encoder token states, computing and caching them on first use.
-
-    The cache ``<cache_dir>/<name>-text-<key>.pt`` holds (texts, tokens [M, T, C_t] float16, mask [M, T])
-    and is written atomically. A cache that cannot be read or whose texts differ from the task file is
-    derived data: it is deleted with a warning and rebuilt.
-    """
-    path = Path(path)
-    task = load_text_task(path, name)
-    cache = resolve_path(cfg.data.cache_dir) / f"{name}-text-{text_cache_key(cfg, path)}.pt"
-    blob = None
-    if cache.exists():
-        try:
-            blob = torch.load(cache, weights_only=True)
-            problem = None if blob["texts"] == task.texts and blob["tokens"].shape[0] == len(task.texts) \
-                else "its texts do not match the task file"
-        except Exception as e:  # noqa: BLE001 - any failure to read derived data means: rebuild it
-            problem = f"unreadable ({type(e).__name__})"
-        if problem is not None:
-            warnings.warn(f"text cache {cache} is corrupt ({problem}); deleting and rebuilding it")
-            cache.unlink(missing_ok=True)
-            blob = None
-    if blob is None:
-        m = cfg.model
-        encoder = encoder or TextEncoder(m.text_model, "all", m.max_text_len)
-        tokens, mask = encode_texts(task.texts, encoder, progress=progress)
-        blob = dict(texts=task.texts, tokens=tokens, mask=mask)
-        atomic_save(blob, cache)
-    task.tokens, task.mask = blob["tokens"], blob["mask"]
-    return task
+__all__ = ["DownstreamSuite", "design_matrix_from_embeddings", "record_designs"]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -430,63 +318,3 @@ class DownstreamSuite:
             raise ValueError("design_matrix needs the emoji task")
         img = (emb or self.embed(model, device))["emoji_img"]
         return design_matrix_from_embeddings(img, [r.key for r in self.emoji.records], self.emoji_designs)
-
-
-# ----------------------------------------------------------------------------- frozen baseline
-
-
-def pooled_image_features(feats: SplitFeatures) -> torch.Tensor:
-    """Mean over the frozen CNN's grid tokens of the un-augmented view: [N, C_v] float32."""
-    return feats.image_tokens[0].float().mean(1)
-
-
-def pooled_text_features(tokens: torch.Tensor, mask: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    """Masked mean of the frozen text encoder's token states [M, T, C_t] -> [M, C_t] float32 (batched: the
-    float32 copy of a large cache would not fit in memory at once)."""
-    return torch.cat([masked_mean(tokens[r].float(), mask[r]) for r in torch.arange(tokens.shape[0]).split(batch_size)])
-
-
-def _whitener(fit: torch.Tensor, dim: int, what: str):
-    """sklearn PCA(n_components=dim, whiten=True) fit on ``fit`` [n, C]; capped at min(n, C) with a warning."""
-    from sklearn.decomposition import PCA
-
-    n_comp = min(dim, *fit.shape)
-    if n_comp < dim:
-        warnings.warn(f"frozen baseline: {what} PCA uses {n_comp} components, not dim={dim} "
-                      f"(only {fit.shape[0]} samples of width {fit.shape[1]} in the pre-training set)")
-    pca = PCA(n_components=n_comp, whiten=True, random_state=0).fit(fit.double().numpy())
-
-    def apply(x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(torch.from_numpy(pca.transform(x.double().numpy())).float(), dim=-1)
-
-    apply.pca = pca
-    return apply
-
-
-def frozen_baseline(suite: DownstreamSuite, pretrain_feats: SplitFeatures, dim: int, whiten_image: bool = True,
-                    whiten_text: bool = True) -> tuple[dict[str, float], dict[str, list[float]]]:
-    """Unimodal tasks (img_*, wn_*, txt_*) with the frozen encoders' pooled features, PCA-whitened (or, with
-    ``whiten_image`` / ``whiten_text`` False, only L2-normalised: e = z / ||z||).
-
-    Image: z = mean_t tokens[t] of the frozen CNN grid; text: z = masked mean of the MiniLM states.
-    Each modality gets its own PCA(n_components = dim, the model width, whiten=True), fit on the
-    pre-training set's features only (``pretrain_feats``: its train split, view 0 of every image and
-    every distinct caption), then e = W (z - mu) / ||W (z - mu)||, so the baseline gets the same
-    width and a linear map, as a trained model does. Returns (metrics, per-query lists) as
-    :meth:`DownstreamSuite.evaluate`, without cross-modal metrics (the two spaces are unrelated).
-    """
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-        raise ValueError(f"dim: expected a positive int (the model width), got {dim!r}")
-    def unit(x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(x.float(), dim=-1)
-
-    img_w = _whitener(pooled_image_features(pretrain_feats), dim, "image") if whiten_image else unit
-    txt_w = (_whitener(pooled_text_features(pretrain_feats.text_tokens, pretrain_feats.text_mask), dim, "text")
-             if whiten_text else unit)
-    emb = {}
-    if suite.emoji is not None:
-        emb["emoji_img"] = img_w(pooled_image_features(suite.emoji))
-        emb["emoji_txt"] = txt_w(pooled_text_features(suite.emoji.text_tokens, suite.emoji.text_mask))
-    if suite.wordnet is not None:
-        emb["wn_txt"] = txt_w(pooled_text_features(suite.wordnet.tokens, suite.wordnet.mask))
-    return suite.score(emb, cross_modal=False)

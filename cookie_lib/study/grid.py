@@ -36,8 +36,8 @@ from ..prefix import finetuning, prefix_config, prefix_encoders
 from ..runtime import atomic_write_json, manifest
 from ..search import export_model
 from ..train import Trainer
-from .baselines import profile_table, whole_network_images
-from .downstream import DownstreamSuite, frozen_baseline
+from .baselines import frozen_baseline, profile_table, whole_network_images
+from .downstream import DownstreamSuite
 from .onestream import SETTINGS as ONESTREAM_SETTINGS
 from .onestream import load_onestream, speed_accuracy_table, train_onestream
 from .profile import load_run_profile
@@ -176,7 +176,7 @@ def run_one(profile: str, variant: str, seed: int, corpus: KarpathyCorpus | None
 
 def frozen_run(profile: str, extra: dict | None = None, runs_root: str | Path = "runs") -> dict:
     """The frozen-encoder baseline as a seedless run (deterministic): unimodal downstream metrics of the
-    pretrained encoders' pooled features (see :func:`cookie_lib.study.downstream.frozen_baseline`), the
+    pretrained encoders' pooled features (see :func:`cookie_lib.study.baselines.frozen_baseline`), the
     candidate chosen on the emoji validation split by :func:`cookie_lib.study.baselines.profile_table`
     (the pooled layer the models read or the whole CNN, whitened or not; text whitened or not). Written to
     ``runs/<profile>/frozen/result.json`` with the choice (``baseline``) and every candidate's validation and
