@@ -2,7 +2,7 @@
 torch.distributed setup, and provenance manifests.
 
 torch is imported inside the functions that need it, so that light command lines (``cookie_lib.data``,
-``cookie_lib.study.emoji``) can use :func:`cli` without paying for the torch import.
+``cookie_lib.study.corpora.emoji``) can use :func:`cli` without paying for the torch import.
 """
 from __future__ import annotations
 

@@ -46,7 +46,7 @@ def _library_dirs(tree: Path) -> list[str]:
 
 def fetch(cache: Path = CACHE) -> Path:
     """Download the Debian packages with ``apt-get download`` and unpack them into ``cache/root``."""
-    from cookie_lib.study.openclipart import deb_data_tar  # the project's .deb reader (ar + tarfile)
+    from cookie_lib.study.corpora.debian import deb_data_tar  # the project's .deb reader (ar + tarfile)
 
     if shutil.which("apt-get") is None:
         raise ChromiumUnavailable("apt-get is not available to download chromium")

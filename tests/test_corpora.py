@@ -1,4 +1,4 @@
-"""The pre-training corpus (cookie_lib.study.corpora): no test concept or image leaks, keys cannot collide,
+"""The pre-training corpus (cookie_lib.study.corpora.pretrain): no test concept or image leaks, keys cannot collide,
 paths resolve from the image root, and the build-everything CLI's order and skipping."""
 import json
 import shutil
@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from cookie_lib.data import load_karpathy
-from cookie_lib.study import corpora as C
-from cookie_lib.study import openclipart as O
+from cookie_lib.study.corpora import build as B
+from cookie_lib.study.corpora import openclipart as O
+from cookie_lib.study.corpora import pretrain as P
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,7 +30,7 @@ def _load(path):
 
 
 def test_pretrain_has_no_test_image_and_prefixed_keys(data_dir):
-    res = C.build_pretrain(data_dir / "pretrain", data_dir / "emoji", data_dir / "openclipart")
+    res = P.build_pretrain(data_dir / "pretrain", data_dir / "emoji", data_dir / "openclipart")
     doc = _load(data_dir / "pretrain" / "dataset_pretrain.json")
     emoji = _load(data_dir / "emoji" / "dataset_emoji.json")["images"]
     oca = _load(data_dir / "openclipart" / "dataset_openclipart.json")["images"]
@@ -59,31 +60,31 @@ def test_pretrain_has_no_test_image_and_prefixed_keys(data_dir):
 
 
 def test_check_pretrain_rejects_leaks_and_bad_keys(data_dir):
-    C.build_pretrain(data_dir / "pretrain", data_dir / "emoji", data_dir / "openclipart")
+    P.build_pretrain(data_dir / "pretrain", data_dir / "emoji", data_dir / "openclipart")
     doc = _load(data_dir / "pretrain" / "dataset_pretrain.json")
-    C.check_pretrain(doc, data_dir)
+    P.check_pretrain(doc, data_dir)
     leaked = json.loads(json.dumps(doc))
     leaked["images"][0]["split"] = "test"
     with pytest.raises(ValueError, match="splits other than"):
-        C.check_pretrain(leaked)
+        P.check_pretrain(leaked)
     bad = json.loads(json.dumps(doc))
     bad["images"][-1]["concept"] = "1F600"
     with pytest.raises(ValueError, match="lacks the prefix"):
-        C.check_pretrain(bad)
+        P.check_pretrain(bad)
     with pytest.raises(ValueError, match="missing image"):
-        C.check_pretrain(doc, data_dir / "elsewhere")
+        P.check_pretrain(doc, data_dir / "elsewhere")
 
 
 def test_pretrain_needs_both_corpora(tmp_path, data_dir):
     with pytest.raises(FileNotFoundError, match="build the openclipart corpus first"):
-        C.build_pretrain(tmp_path / "pretrain", data_dir / "emoji", tmp_path / "none")
+        P.build_pretrain(tmp_path / "pretrain", data_dir / "emoji", tmp_path / "none")
     with pytest.raises(ValueError, match="not under the image root"):
-        C.build_pretrain(tmp_path / "pretrain", data_dir / "emoji", data_dir / "openclipart", image_root=tmp_path)
+        P.build_pretrain(tmp_path / "pretrain", data_dir / "emoji", data_dir / "openclipart", image_root=tmp_path)
     assert not (tmp_path / "pretrain" / "dataset_pretrain.json").exists()
 
 
 def test_build_all_order_skip_and_rebuild_dependents(tmp_path, monkeypatch, capsys):
-    from cookie_lib.study import emoji, wordnet
+    from cookie_lib.study.corpora import emoji, wordnet
 
     calls = []
 
@@ -98,15 +99,15 @@ def test_build_all_order_skip_and_rebuild_dependents(tmp_path, monkeypatch, caps
     monkeypatch.setattr(emoji, "build", fake("emoji", "dataset_emoji.json"))
     monkeypatch.setattr(O, "build", fake("openclipart", "dataset_openclipart.json"))
     monkeypatch.setattr(wordnet, "build", fake("wordnet", "wordnet_task.json"))
-    monkeypatch.setattr(C, "build_pretrain", fake("pretrain", "dataset_pretrain.json"))
-    C.build_all(tmp_path, progress=False)
+    monkeypatch.setattr(P, "build_pretrain", fake("pretrain", "dataset_pretrain.json"))
+    B.build_all(tmp_path, progress=False)
     assert calls == ["emoji", "openclipart", "wordnet", "pretrain"]
     calls.clear()
-    C.build_all(tmp_path, progress=False)
+    B.build_all(tmp_path, progress=False)
     assert calls == [] and "skipped" in capsys.readouterr().out
     (tmp_path / "emoji" / "dataset_emoji.json").unlink()
-    C.build_all(tmp_path, progress=False)
+    B.build_all(tmp_path, progress=False)
     assert calls == ["emoji", "openclipart", "pretrain"]  # de-duplication and pretrain depend on emoji
     calls.clear()
-    C.build_all(tmp_path, force=True, progress=False)
+    B.build_all(tmp_path, force=True, progress=False)
     assert calls == ["emoji", "openclipart", "wordnet", "pretrain"]

@@ -1,4 +1,4 @@
-"""Emoji corpus builder (cookie_lib.study.emoji): unit functions and an offline build from fake npm tarballs."""
+"""Emoji corpus builder (cookie_lib.study.corpora.emoji, its families and splits): unit functions and an offline build from fake npm tarballs."""
 import io
 import json
 import random
@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from cookie_lib.study import emoji as E
+from cookie_lib.study.corpora import emoji as E
+from cookie_lib.study.corpora import families as F
+from cookie_lib.study.corpora.common import tokenize
+from cookie_lib.study.corpora.splits import assign_splits
 from cookie_lib.data import validate_karpathy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +25,7 @@ def test_norm_key_and_slug():
     assert E.slug("A button (blood type)") == "a-button-blood-type"
     assert E.slug("piñata") == "pinata"
     assert E.slug("man’s shoe") == "mans-shoe"
-    assert E.tokenize("Flag: Wales, dragon") == ["flag", "wales", "dragon"]
+    assert tokenize("Flag: Wales, dragon") == ["flag", "wales", "dragon"]
 
 
 def test_make_captions_dedup_order_and_padding():
@@ -39,10 +42,10 @@ def test_make_captions_dedup_order_and_padding():
 def test_assign_splits_stratified_deterministic_order_free():
     rng = random.Random(0)
     concepts = {f"K{i:04X}": f"sub{rng.randrange(60)}" for i in range(2000)}
-    a = E.assign_splits(concepts)
+    a = assign_splits(concepts)
     items = list(concepts.items())
     rng.shuffle(items)
-    assert E.assign_splits(dict(items)) == a  # independent of order
+    assert assign_splits(dict(items)) == a  # independent of order
     assert set(a) == set(concepts) and set(a.values()) == {"train", "val", "test"}
     share = Counter(a.values())
     assert abs(share["test"] / 2000 - 0.15) < 0.02 and abs(share["val"] / 2000 - 0.10) < 0.02
@@ -52,7 +55,7 @@ def test_assign_splits_stratified_deterministic_order_free():
     for c in per_sub.values():  # systematic sampling: each subgroup within one concept of its share
         n = sum(c.values())
         assert abs(c["test"] - 0.15 * n) <= 1 and abs(c["val"] - 0.10 * n) <= 1
-    assert E.assign_splits(concepts, test_frac=0.3)["K0000"] in {"train", "val", "test"}
+    assert assign_splits(concepts, test_frac=0.3)["K0000"] in {"train", "val", "test"}
 
 
 def _png_bytes(color, size=64, alpha=255):
@@ -220,7 +223,7 @@ def test_committed_fixture_matches_builder(tmp_path):
 
 # ------------------------------------------------------------ families (issue 10)
 def test_emoji_family_groups_variants():
-    fam = E.emoji_family
+    fam = F.emoji_family
     assert fam("1F600") == "1F600"  # an unrelated emoji is its own family
     assert fam("1F468") == fam("1F469") == fam("1F9D1") == fam("1F469-200D-1F9B0") == fam("1F9D1-200D-1F9B2")
     assert fam("1F926-200D-2642") == fam("1F926-200D-2640") == fam("1F926") == "1F926"  # facepalming
@@ -230,7 +233,7 @@ def test_emoji_family_groups_variants():
     assert fam("1F46B") == fam("1F46C") == fam("1F9D1-200D-1F91D-200D-1F9D1")  # holding hands
     assert fam("1F468-200D-1F469-200D-1F467") == fam("1F46A") == fam("1F469-200D-1F466") == "family"
     assert fam("1F408-200D-2B1B") == "1F408" and fam("1F3F3-200D-1F308") == "1F3F3"  # black cat, rainbow flag
-    assert fam("1F1EB-1F1F7") == fam("1F3F4-E0067-E0062-E0073-E0063-E0074-E007F") == E.FLAG_FAMILY
+    assert fam("1F1EB-1F1F7") == fam("1F3F4-E0067-E0062-E0073-E0063-E0074-E007F") == F.FLAG_FAMILY
     assert fam("0023-20E3") == fam("0031-20E3") == "keycaps"
     assert fam("1F550") == fam("1F567") == "clock-faces" and fam("23F0") == "23F0"  # alarm clock is not a face
 
@@ -244,7 +247,7 @@ def test_assign_splits_keeps_families_together_and_flags_in_train():
             concepts[key], families[key] = f"sub{f % 12}", f"fam{f}"
     for i in range(40):
         concepts[f"FLAG{i}"], families[f"FLAG{i}"] = "country-flag", "flags"
-    a = E.assign_splits(concepts, families=families, fixed={"flags": "train"})
+    a = assign_splits(concepts, families=families, fixed={"flags": "train"})
     by_family = defaultdict(set)
     for k, s in a.items():
         by_family[families[k]].add(s)
@@ -252,9 +255,9 @@ def test_assign_splits_keeps_families_together_and_flags_in_train():
     assert by_family["flags"] == {"train"}
     share = Counter(a.values())
     assert 0.09 < share["test"] / len(a) < 0.19 and 0.05 < share["val"] / len(a) < 0.15
-    assert E.assign_splits(concepts) != a  # families change the assignment here
-    singletons = E.assign_splits(concepts, families={k: k for k in concepts})
-    assert singletons == E.assign_splits(concepts)  # default: every key its own family
+    assert assign_splits(concepts) != a  # families change the assignment here
+    singletons = assign_splits(concepts, families={k: k for k in concepts})
+    assert singletons == assign_splits(concepts)  # default: every key its own family
 
 
 def test_built_corpus_families_never_span_splits(fake_cache, tmp_path):
@@ -262,9 +265,9 @@ def test_built_corpus_families_never_span_splits(fake_cache, tmp_path):
     imgs = json.loads((tmp_path / "f" / "dataset_emoji.json").read_text())["images"]
     concepts = {i["concept"]: {"key": i["concept"], "label": i["sentences"][0]["raw"], "subgroup": i["subgroup"]}
                 for i in imgs}
-    fam = E.families_with_siblings(list(concepts.values()))
+    fam = F.families_with_siblings(list(concepts.values()))
     assert all(i["family"] == fam[i["concept"]] for i in imgs)
-    assert all(i["sibling_group"] == E.sibling_group(i["concept"], i["sentences"][0]["raw"], i["subgroup"])
+    assert all(i["sibling_group"] == F.sibling_group(i["concept"], i["sentences"][0]["raw"], i["subgroup"])
                for i in imgs)
     splits, sib_splits = defaultdict(set), defaultdict(set)
     for i in imgs:
@@ -274,8 +277,8 @@ def test_built_corpus_families_never_span_splits(fake_cache, tmp_path):
 
 
 def test_big_families_go_to_train(fake_cache, tmp_path, monkeypatch):
-    monkeypatch.setattr(E, "BIG_FAMILY", 2)
-    monkeypatch.setattr(E, "emoji_family", lambda key: "big" if key in {"1F600", "1F603", "1F604"} else key)
+    monkeypatch.setattr(F, "BIG_FAMILY", 2)
+    monkeypatch.setattr(F, "emoji_family", lambda key: "big" if key in {"1F600", "1F603", "1F604"} else key)
     E.build(tmp_path / "g", ("noto",), fake_cache, test_frac=0.5, val_frac=0.3, progress=False)
     imgs = json.loads((tmp_path / "g" / "dataset_emoji.json").read_text())["images"]
     assert {i["split"] for i in imgs if i["family"] == "big"} == {"train"}

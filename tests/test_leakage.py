@@ -9,16 +9,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cookie_lib.study import corpora as C
-from cookie_lib.study import emoji as E
-from cookie_lib.study import openclipart as O
+from cookie_lib.study.corpora import drawings as D
+from cookie_lib.study.corpora import families as F
+from cookie_lib.study.corpora import leakage as L
+from cookie_lib.study.corpora import openclipart as O
+from cookie_lib.study.corpora import pretrain as P
+from cookie_lib.study.corpora import readme as R
+from cookie_lib.study.corpora.common import norm_text
+from cookie_lib.study.corpora.splits import assign_splits
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 # ------------------------------------------------------------------ emoji siblings
 def test_sibling_group_rule():
-    sib = E.sibling_group
+    sib = F.sibling_group
     hearts = [("2764", "red heart"), ("1F9E1", "orange heart"), ("1F49B", "yellow heart"), ("1F49A", "green heart"),
               ("1FA75", "light blue heart"), ("1F5A4", "black heart")]
     assert len({sib(k, lab, "heart") for k, lab in hearts}) == 1
@@ -43,20 +48,20 @@ def test_families_with_siblings_merge_transitively_and_deterministically():
                 {"key": "1F600", "label": "grinning face", "subgroup": "face-smiling"},
                 {"key": "1F7E0", "label": "orange circle", "subgroup": "geometric"},
                 {"key": "1F534", "label": "red circle", "subgroup": "geometric"}]
-    fam = E.families_with_siblings(concepts)
+    fam = F.families_with_siblings(concepts)
     assert fam["2764"] == fam["2764-200D-1F525"] == fam["1F9E1"] == "1F9E1"  # smallest name of the merged set
     assert fam["1F7E0"] == fam["1F534"] != fam["2764"] and fam["1F600"] == "1F600"
-    assert E.families_with_siblings(concepts[::-1]) == fam
+    assert F.families_with_siblings(concepts[::-1]) == fam
 
 
 def test_assign_splits_keeps_sibling_groups_together():
     concepts = [{"key": f"1F{i:03X}", "label": f"{c} thing{i % 7}", "subgroup": f"sub{i % 5}"}
                 for i, c in enumerate(["red", "green", "blue"] * 60)]
-    fam = E.families_with_siblings(concepts)
-    splits = E.assign_splits({c["key"]: c["subgroup"] for c in concepts}, families=fam)
+    fam = F.families_with_siblings(concepts)
+    splits = assign_splits({c["key"]: c["subgroup"] for c in concepts}, families=fam)
     by_sib = {}
     for c in concepts:
-        by_sib.setdefault(E.sibling_group(c["key"], c["label"], c["subgroup"]), set()).add(splits[c["key"]])
+        by_sib.setdefault(F.sibling_group(c["key"], c["label"], c["subgroup"]), set()).add(splits[c["key"]])
     assert len(by_sib) == 35 and all(len(s) == 1 for s in by_sib.values())
     assert set(splits.values()) == {"train", "val", "test"}
 
@@ -65,9 +70,9 @@ def test_assign_splits_keeps_sibling_groups_together():
 def test_split_units_join_equal_titles():
     hashes = np.array([0, 2**40 - 1, 2**63 - 1, 2**62 + 2**61 + 2**60 + 2**59 + 2**58], dtype=np.uint64)
     keys = ["a", "b", "c", "d"]
-    without = O.split_units(hashes, keys, max_distance=4)
+    without = D.split_units(hashes, keys, max_distance=4)
     assert len(set(without)) == 4
-    units = O.split_units(hashes, keys, max_distance=4, titles=["Red Apple!", "", "red  apple", "pear"])
+    units = D.split_units(hashes, keys, max_distance=4, titles=["Red Apple!", "", "red  apple", "pear"])
     assert units[0] == units[2] and len(set(units)) == 3  # equal after norm_text; "" joins nothing
 
 
@@ -82,7 +87,7 @@ def test_scrub_captions_removes_test_texts_and_drops_empty_images():
               _img("train", ("apple!", "title"), concept="b"),
               _img("val", ("pear", "title"), concept="c")]
     banned = {"emoji test caption": {"apple"}, "WordNet query (lemma)": {"apple", "pear tree"}}
-    kept, rep = C.scrub_captions(images, banned)
+    kept, rep = L.scrub_captions(images, banned)
     assert [i["concept"] for i in kept] == ["a", "c"] and [s["raw"] for s in kept[0]["sentences"]] == ["fruit, food"]
     assert rep["captions_removed"] == {"emoji test caption": 2, "WordNet query (lemma)": 2}
     assert rep["captions_removed_total"] == 2 and rep["images_dropped"] == 1 and images[0]["sentences"][0]["raw"] == "Apple"
@@ -103,8 +108,8 @@ def _docs():
 
 
 def test_leakage_counts_clean_and_reported():
-    counts = C.leakage_counts(*_docs())
-    C.check_leakage(counts)  # nothing that must be 0 is non-zero
+    counts = L.leakage_counts(*_docs())
+    L.check_leakage(counts)  # nothing that must be 0 is non-zero
     zero = [k for k, v in counts.items() if v["rule"] == "must be 0"]
     assert len(zero) == 10 and all(counts[k]["count"] == 0 for k in zero)
     lemma = counts["pre-training captions containing a WordNet lemma (whole words)"]
@@ -136,10 +141,10 @@ def test_leakage_counts_clean_and_reported():
 def test_each_planted_leak_fails_the_check(plant, check):
     docs = _docs()
     plant(*docs)
-    counts = C.leakage_counts(*docs)
+    counts = L.leakage_counts(*docs)
     assert counts[check]["count"] >= 1
     with pytest.raises(ValueError, match=re.escape(check)):
-        C.check_leakage(counts)
+        L.check_leakage(counts)
 
 
 # ------------------------------------------------------------------ the build on the committed fixtures
@@ -169,12 +174,12 @@ def test_fixture_build_removes_planted_overlap_and_passes(data_dir, tmp_path):
     shutil.copytree(data_dir / "emoji", tmp_path / "emoji")
     (tmp_path / "emoji" / "dataset_emoji.json").write_text(json.dumps(emoji2), encoding="utf-8")
     shutil.copytree(data_dir / "openclipart", tmp_path / "openclipart")
-    res = C.build_pretrain(tmp_path / "pretrain", tmp_path / "emoji", tmp_path / "openclipart", tmp_path,
+    res = P.build_pretrain(tmp_path / "pretrain", tmp_path / "emoji", tmp_path / "openclipart", tmp_path,
                            wordnet=data_dir / "wordnet")
     assert res["removed"]["captions_removed"]["Open Clip Art test caption"] >= 1
     doc = _load(tmp_path / "pretrain" / "dataset_pretrain.json")
-    assert O.norm_text(test_title) not in {O.norm_text(s["raw"]) for i in doc["images"] for s in i["sentences"]}
-    counts = C.leakage_counts(doc, emoji2, oca, _load(data_dir / "wordnet" / "wordnet_task.json"))
+    assert norm_text(test_title) not in {norm_text(s["raw"]) for i in doc["images"] for s in i["sentences"]}
+    counts = L.leakage_counts(doc, emoji2, oca, _load(data_dir / "wordnet" / "wordnet_task.json"))
     assert all(v["count"] == 0 for v in counts.values() if v["rule"] == "must be 0")
     assert counts["pre-training captions removed: equal to an Open Clip Art test caption"]["count"] >= 1
 
@@ -190,15 +195,15 @@ def test_fixture_build_fails_on_a_family_leak(data_dir, tmp_path):
     (tmp_path / "emoji" / "dataset_emoji.json").write_text(json.dumps(emoji), encoding="utf-8")
     shutil.copytree(data_dir / "openclipart", tmp_path / "openclipart")
     with pytest.raises(ValueError, match=r"emoji families spanning two splits: 1 .*--force"):
-        C.build_pretrain(tmp_path / "pretrain", tmp_path / "emoji", tmp_path / "openclipart", tmp_path)
+        P.build_pretrain(tmp_path / "pretrain", tmp_path / "emoji", tmp_path / "openclipart", tmp_path)
     assert not (tmp_path / "pretrain" / "dataset_pretrain.json").exists()
 
 
 # ------------------------------------------------------------------ the table in data/README.md
 def _readme_block():
     text = (ROOT / "data" / "README.md").read_text(encoding="utf-8")
-    assert C.README_BEGIN in text and C.README_END in text, "data/README.md lacks the leakage table markers"
-    return text.split(C.README_BEGIN, 1)[1].split(C.README_END, 1)[0].strip("\n") + "\n"
+    assert R.README_BEGIN in text and R.README_END in text, "data/README.md lacks the leakage table markers"
+    return text.split(R.README_BEGIN, 1)[1].split(R.README_END, 1)[0].strip("\n") + "\n"
 
 
 def test_readme_leakage_table_zero_where_required():
@@ -210,8 +215,8 @@ def test_readme_leakage_table_zero_where_required():
 
 def test_readme_leakage_table_matches_the_built_corpora():
     try:
-        counts = C.built_leakage(ROOT / "data")
+        counts = L.built_leakage(ROOT / "data")
     except FileNotFoundError as e:
         pytest.skip(f"corpora not built: {e}")
-    assert _readme_block() == C.leakage_table(counts), \
+    assert _readme_block() == R.leakage_table(counts), \
         "data/README.md is stale: run python -m cookie_lib.study.corpora leakage --write-readme"

@@ -1,4 +1,4 @@
-"""Open Clip Art builder (cookie_lib.study.openclipart): .deb unpacking, metadata, rendering, de-duplication,
+"""Open Clip Art builder (cookie_lib.study.corpora.openclipart, .debian, .drawings): .deb unpacking, metadata, rendering, de-duplication,
 and an offline build of the committed fixture data/fixture_openclipart/openclipart-svg-fixture.deb."""
 import importlib.util
 import json
@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from cookie_lib.data import validate_karpathy
-from cookie_lib.study import openclipart as O
+from cookie_lib.study.corpora import debian, drawings as D
+from cookie_lib.study.corpora import openclipart as O
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "data" / "fixture_openclipart" / "openclipart-svg-fixture.deb"
@@ -35,13 +36,13 @@ def test_deb_members_and_iter_svgs_skip_symlinks(tmp_path):
     deb = tmp_path / "x.deb"
     deb.write_bytes(make_fixture.make_deb({"food/a.svg": svg(), "food/b.svg": b"odd-length"},  # odd size: ar pads
                                           {"food/link.svg": "a.svg"}))
-    members = O.deb_members(deb)
+    members = debian.deb_members(deb)
     assert list(members) == ["debian-binary", "control.tar.xz", "data.tar.xz"] and members["debian-binary"] == b"2.0\n"
     assert [rel for rel, _ in O.iter_svgs(deb)] == ["food/a.svg", "food/b.svg"]
     bad = tmp_path / "bad.deb"
     bad.write_bytes(b"PK\x03\x04 not ar")
     with pytest.raises(ValueError, match="not an ar archive"):
-        O.deb_members(bad)
+        debian.deb_members(bad)
 
 
 def test_parse_metadata_reads_the_work_not_the_creator():
@@ -72,20 +73,20 @@ def _pixels(img):
 
 
 def test_render_crops_to_content_and_fixes_roots():
-    img = O.render(svg())  # a red disc in a 100x100 page: cropped, it fills the 64 px square
+    img = D.render(svg())  # a red disc in a 100x100 page: cropped, it fills the 64 px square
     a = _pixels(img)
     assert img.size == (64, 64) and img.mode == "RGB"
     assert tuple(a[32, 32]) == (204, 0, 0) and a[32, 1, 0] > 150 and a[32, 1, 1] < 60  # red reaches the edge
     assert tuple(a[0, 0]) == (255, 255, 255)  # corner of the disc's bounding box: white
     pt = svg(root='width="75pt" height="75pt"')  # resvg: "invalid size" without the viewBox fix
-    assert O.render(pt).size == (64, 64)
-    assert 'viewBox="0 0 100 100"' in O.fix_root(pt.decode())
+    assert D.render(pt).size == (64, 64)
+    assert 'viewBox="0 0 100 100"' in D.fix_root(pt.decode())
     off_page = svg('<rect x="150" y="20" width="30" height="60" fill="#00f"/>')  # drawn right of its page
-    b = _pixels(O.render(off_page))
+    b = _pixels(D.render(off_page))
     assert tuple(b[32, 32]) == (0, 0, 255)
     with pytest.raises(ValueError, match="blank"):
-        O.render(svg('<g/>'))
-    assert O.render(svg()).tobytes() == O.render(svg()).tobytes()
+        D.render(svg('<g/>'))
+    assert D.render(svg()).tobytes() == D.render(svg()).tobytes()
 
 
 def test_emoji_matches_rule():
@@ -93,14 +94,14 @@ def test_emoji_matches_rule():
     thumbs = np.zeros((4, 16, 16, 3), np.float32) + np.array([100, 10, 20, 0], np.float32)[:, None, None, None]
     ehash, ethumb = np.array([0], dtype=np.uint64), np.zeros((1, 16, 16, 3), np.float32)
     # 0: same pHash but other colours (MAE 100) -> kept; 1, 2: close in both -> matched; 3: 9 bits -> kept
-    assert O.emoji_matches(hashes, thumbs, ehash, ethumb) == [(1, 0, 5, 10.0), (2, 0, 8, 20.0)]
-    assert O.hamming(hashes[:3], hashes[:3]).tolist() == [[0, 5, 8], [5, 0, 3], [8, 3, 0]]
+    assert D.emoji_matches(hashes, thumbs, ehash, ethumb) == [(1, 0, 5, 10.0), (2, 0, 8, 20.0)]
+    assert D.hamming(hashes[:3], hashes[:3]).tolist() == [[0, 5, 8], [5, 0, 3], [8, 3, 0]]
 
 
 def test_split_units_join_near_duplicates_and_equal_keys():
     five_high_bits = 2**63 + 2**62 + 2**61 + 2**60 + 2**59  # 5 bits from 0: not a near-duplicate
     hashes = np.array([0, 1, 2**40 - 1, five_high_bits, 2**20 - 1], dtype=np.uint64)
-    units = O.split_units(hashes, ["a", "b", "c", "d", "c"], max_distance=4)
+    units = D.split_units(hashes, ["a", "b", "c", "d", "c"], max_distance=4)
     assert units[0] == units[1]  # 1 bit apart
     assert units[2] == units[4]  # same key "c"
     assert len({units[0], units[2], units[3]}) == 3
@@ -116,7 +117,7 @@ def emoji_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("emoji") / "images"
     (folder / "noto").mkdir(parents=True)
     france = dict(O.iter_svgs(FIXTURE))["signs_and_symbols/flags/europe/france/france.svg"]
-    O.render(france).save(folder / "noto" / "1F1EB-1F1F7.png")
+    D.render(france).save(folder / "noto" / "1F1EB-1F1F7.png")
     Image.new("RGB", (64, 64), (120, 80, 200)).save(folder / "noto" / "1F7EA.png")  # purple square
     return folder
 

@@ -1,10 +1,10 @@
-"""WordNet lemma -> gloss task (cookie_lib.study.wordnet): wndb parsing and the builder on the committed fixture."""
+"""WordNet lemma -> gloss task (cookie_lib.study.corpora.wordnet): wndb parsing and the builder on the committed fixture."""
 import json
 from pathlib import Path
 
 import pytest
 
-from cookie_lib.study import wordnet as W
+from cookie_lib.study.corpora import wordnet as W
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "data" / "fixture_wordnet" / "data.noun"

