@@ -9,7 +9,10 @@ import pytest
 from scipy import stats
 
 from cookie_lib.study import analyses as A
+from cookie_lib.study import prereg as P
+from cookie_lib.study import stats as ST
 from cookie_lib.study import verdicts as V
+from cookie_lib.study.views import claims as VC
 
 N_BOOT = 200
 
@@ -34,10 +37,10 @@ def clustered_runs(variants: dict[str, float], seeds, n_concepts=60, per_concept
 
 def test_cluster_bootstrap_sees_concept_correlation():
     results, clusters = clustered_runs({"a": 0.0, "b": 0.0}, range(5))
-    d = V.paired_differences(results, "a", "b", ["m"])["diffs"]
-    codes, C = V.cluster_codes(clusters, ["m"], [d[0].shape[1]])
-    clus = V.bootstrap_difference(d, codes, C, N_BOOT, rng=1)
-    naive = V.bootstrap_difference(d, None, None, N_BOOT, rng=1)
+    d = ST.paired_differences(results, "a", "b", ["m"])["diffs"]
+    codes, C = ST.cluster_codes(clusters, ["m"], [d[0].shape[1]])
+    clus = ST.bootstrap_difference(d, codes, C, N_BOOT, rng=1)
+    naive = ST.bootstrap_difference(d, None, None, N_BOOT, rng=1)
     # queries of a concept share their difference: the clustered SE is clearly wider than the per-query one
     assert clus["se"] > 1.4 * naive["se"]
     # and it agrees with the analytic components it reports
@@ -48,9 +51,9 @@ def test_cluster_bootstrap_sees_concept_correlation():
 def test_variance_components_separate_seeds_from_concepts():
     # only concepts vary in the difference: the seed component is ~0 and df ~ C - 1
     results, clusters = clustered_runs({"a": 0.0, "b": 1.0}, range(5), seed_sd=0.0, noise_sd=0.01)
-    d = V.paired_differences(results, "a", "b", ["m"])["diffs"]
-    codes, C = V.cluster_codes(clusters, ["m"], [d[0].shape[1]])
-    comp = V.variance_components(d, codes, C)
+    d = ST.paired_differences(results, "a", "b", ["m"])["diffs"]
+    codes, C = ST.cluster_codes(clusters, ["m"], [d[0].shape[1]])
+    comp = ST.variance_components(d, codes, C)
     assert comp["v_seed"] < 1e-3 * comp["v_concept"] and comp["df"] > 50
     # per-concept influence equals the textbook cluster variance of a mean of equal-size clusters
     per_concept = d[0].mean(axis=0).reshape(60, 4).mean(axis=1)
@@ -60,7 +63,7 @@ def test_variance_components_separate_seeds_from_concepts():
 def test_seed_level_test_is_scipys_paired_t_test():
     rng = np.random.default_rng(3)
     a, b = rng.normal(1, 1, 6), rng.normal(0, 1, 6)
-    res = V.seed_level_test(a - b, sesoi=0.5)
+    res = ST.seed_level_test(a - b, sesoi=0.5)
     assert res["p_seed"] == pytest.approx(stats.ttest_rel(a, b).pvalue)
 
 
@@ -139,7 +142,7 @@ def test_per_query_file_recomputes_the_table_byte_for_byte(table, tmp_path):
 def test_figure_plots_the_tables_sign(table):
     df = table[0].copy()
     df.loc[0, "direction"] = "a < b"  # the paper predicts a negative difference: plot a - b all the same
-    fig = V.claims_figure(df)
+    fig = VC.claims_figure(df)
     xs = sorted(float(line.get_xdata()[0]) for line in fig.axes[0].lines if line.get_marker() == "o")
     assert xs == pytest.approx(sorted(df["diff"].astype(float)))
 
@@ -179,7 +182,7 @@ def test_preregistered_sesois_follow_the_rule_on_the_committed_pilot():
     from conftest import ROOT
 
     pilot = V.recompute(ROOT / "docs" / "pilot" / "per_query.npz", 99)
-    registered = {c["id"]: c["sesoi"] for c in V.load_prereg()["contrasts"]}
+    registered = {c["id"]: c["sesoi"] for c in P.load_prereg()["contrasts"]}
     rule = A.sesoi_rule(pilot)
     assert rule and all(registered[i] == v for i, v in rule.items()), \
         {i: (registered[i], v) for i, v in rule.items() if registered[i] != v}
@@ -190,5 +193,5 @@ def test_the_amendment_log_lists_the_committed_preregistration():
     from conftest import ROOT
 
     log = (ROOT / "docs" / "preregistration-amendments.md").read_text()
-    assert f"`{V.prereg_sha256()[:12]}`" in log
-    assert f"version: {V.load_prereg()['version']}" in V.DEFAULT_PREREG.read_text()
+    assert f"`{P.prereg_sha256()[:12]}`" in log
+    assert f"version: {P.load_prereg()['version']}" in P.DEFAULT_PREREG.read_text()

@@ -11,7 +11,10 @@ import pytest
 import yaml
 from statsmodels.stats.multitest import multipletests
 
+from cookie_lib.study import prereg as P
+from cookie_lib.study import stats as ST
 from cookie_lib.study import verdicts as V
+from cookie_lib.study.views import claims as VC
 
 N_BOOT = 300
 
@@ -81,21 +84,21 @@ def test_direction_a_less_than_b(branch_data):
 
 
 def test_decide_table():
-    assert V.decide(2.0, 0.01, 0.9, "a > b", 0.05) == "reproduced"
-    assert V.decide(-2.0, 0.01, 0.9, "a > b", 0.05) == "contradicted"
-    assert V.decide(-2.0, 0.01, 0.9, "a < b", 0.05) == "reproduced"
-    assert V.decide(0.1, 0.5, 0.01, "a > b", 0.05) == "no effect"
-    assert V.decide(0.1, 0.5, 0.5, "a > b", 0.05) == "inconclusive"
+    assert ST.decide(2.0, 0.01, 0.9, "a > b", 0.05) == "reproduced"
+    assert ST.decide(-2.0, 0.01, 0.9, "a > b", 0.05) == "contradicted"
+    assert ST.decide(-2.0, 0.01, 0.9, "a < b", 0.05) == "reproduced"
+    assert ST.decide(0.1, 0.5, 0.01, "a > b", 0.05) == "no effect"
+    assert ST.decide(0.1, 0.5, 0.5, "a > b", 0.05) == "inconclusive"
 
 
 def test_holm_matches_statsmodels_known_example():
     p = [0.01, 0.04, 0.03, 0.005]
     # by hand: sorted 0.005*4=0.02, 0.01*3=0.03, 0.03*2=0.06, max(0.04*1, 0.06)=0.06
-    np.testing.assert_allclose(V.holm(p), [0.03, 0.06, 0.06, 0.02])
-    np.testing.assert_allclose(V.holm(p), multipletests(p, method="holm")[1])
+    np.testing.assert_allclose(ST.holm(p), [0.03, 0.06, 0.06, 0.02])
+    np.testing.assert_allclose(ST.holm(p), multipletests(p, method="holm")[1])
     # a missing member counts as p = 1: the family keeps its size
-    np.testing.assert_allclose(V.holm([0.01, np.nan])[0], 0.02)
-    assert np.isnan(V.holm([0.01, np.nan])[1])
+    np.testing.assert_allclose(ST.holm([0.01, np.nan])[0], 0.02)
+    assert np.isnan(ST.holm([0.01, np.nan])[1])
 
 
 def test_table_holm_is_statsmodels_over_primary_only(branch_data):
@@ -117,7 +120,7 @@ def test_ci_covers_true_difference():
         qe = rng.normal(0, 5, 60)
         a = 50 + true + qe + rng.normal(0, 1.0, (5, 1)) + rng.normal(0, 3, (5, 60))
         b = 50 + qe + rng.normal(0, 1.0, (5, 1)) + rng.normal(0, 3, (5, 60))
-        ci = V.bootstrap_difference([a - b], n_resamples=N_BOOT, rng=rng)
+        ci = ST.bootstrap_difference([a - b], n_resamples=N_BOOT, rng=rng)
         hits += ci["ci_low"] <= true <= ci["ci_high"]
     assert hits / reps >= 0.75, hits
 
@@ -128,7 +131,7 @@ def test_bootstrap_statistic_is_the_mean_of_resampled_rows_and_columns():
     d = rng.normal(size=(4, 7))
     s_idx, q_idx = rng.integers(0, 4, (3, 4)), rng.integers(0, 7, (3, 7))
     direct = np.array([d[s][:, q].mean() for s, q in zip(s_idx, q_idx)])
-    via_counts = ((V._row_counts(s_idx, 4) / 4) * ((V._row_counts(q_idx, 7) / 7) @ d.T)).sum(-1)
+    via_counts = ((ST._row_counts(s_idx, 4) / 4) * ((ST._row_counts(q_idx, 7) / 7) @ d.T)).sum(-1)
     np.testing.assert_allclose(via_counts, direct)
 
 
@@ -167,7 +170,7 @@ def test_mismatched_queries_raise():
     res = runs("cookie", range(2), 0, rng, {"m": 10}, query_effect={"m": np.zeros(10)})
     res += runs("other", range(2), 0, rng, {"m": 11}, query_effect={"m": np.zeros(11)})
     with pytest.raises(ValueError, match="same test queries"):
-        V.paired_differences(res, "cookie", "other", ["m"])
+        ST.paired_differences(res, "cookie", "other", ["m"])
 
 
 def test_prose_and_figure_follow_the_table(branch_data, tmp_path):
@@ -175,21 +178,21 @@ def test_prose_and_figure_follow_the_table(branch_data, tmp_path):
     df = V.claims_table(results, pre, n_resamples=N_BOOT)
     df.to_csv(tmp_path / "claims.csv", index=False)
     back = pd.read_csv(tmp_path / "claims.csv")
-    text = V.claims_prose(back)
+    text = VC.claims_prose(back)
     assert "Of 4 primary contrasts" in text
     assert "1 reproduced, 1 contradicted, 1 no effect, 1 inconclusive" in text
     for _, r in df.iterrows():
         assert f"**{r.id}** {r.claim}: *{r.verdict}*" in text
         assert f"{r['diff']:+.2f} points" in text
     assert "unit not stated" in text
-    out = V.claims_figure(df, tmp_path / "fig_claims.png")
+    out = VC.claims_figure(df, tmp_path / "fig_claims.png")
     assert (tmp_path / "fig_claims.png").stat().st_size > 5000 and out is not None
 
 
 # ----------------------------------------------------------------------------- the committed pre-registration
 def test_committed_prereg_is_complete():
-    pre = V.load_prereg()
-    assert pre["sha256"] == hashlib.sha256(V.DEFAULT_PREREG.read_bytes()).hexdigest() == V.prereg_sha256()
+    pre = P.load_prereg()
+    assert pre["sha256"] == hashlib.sha256(P.DEFAULT_PREREG.read_bytes()).hexdigest() == P.prereg_sha256()
     prim = {(c["a"], c["b"], c["metric"]) for c in pre["contrasts"] if c["family"] == "primary"}
     # the unimodal claims and the losses on the fine-tuned arm, against both comparators; the head on the frozen arm
     assert prim == {("ft_cookie", "ft_cross_modal_only", "img_r1"), ("ft_cookie", "ft_cross_modal_only", "wn_r1"),
@@ -198,7 +201,7 @@ def test_committed_prereg_is_complete():
                     ("ft_cookie", "ft_no_textual", "emoji_mr"), ("ft_cookie", "ft_no_textual", "wn_r1"),
                     ("cookie", "separate_1", "emoji_mr"), ("cookie", "separate_2", "emoji_mr")}
     assert {cl["id"]: cl.get("rule", "any") for cl in pre["claims"]}["C1"] == "all"
-    assert V.metric_lists(pre, "emoji_mr") == ["emoji_i2t_mr", "emoji_t2i_mr"]
+    assert P.metric_lists(pre, "emoji_mr") == ["emoji_i2t_mr", "emoji_t2i_mr"]
     assert pre["min_seeds"]["primary"] >= 5
     # every primary contrast bears on exactly one claim of the paper, and every claim has one
     primary_ids = {c["id"] for c in pre["contrasts"] if c["family"] == "primary"}
@@ -220,20 +223,20 @@ def test_committed_prereg_is_complete():
                for c in pre["contrasts"] if V.FROZEN in (c["a"], c["b"]))
 
 
-@pytest.mark.parametrize("field", V.REQUIRED_FIELDS)
+@pytest.mark.parametrize("field", P.REQUIRED_FIELDS)
 def test_prereg_missing_field_fails(field, tmp_path):
-    pre = yaml.safe_load(V.DEFAULT_PREREG.read_text())
+    pre = yaml.safe_load(P.DEFAULT_PREREG.read_text())
     del pre["contrasts"][0][field]
     path = tmp_path / "prereg.yaml"
     path.write_text(yaml.safe_dump(pre))
     with pytest.raises(ValueError, match=field):
-        V.load_prereg(path)
+        P.load_prereg(path)
 
 
 @pytest.mark.parametrize("bad", [{"direction": "a >= b"}, {"family": "tertiary"}, {"sesoi": 0},
                                  {"sesoi": "1 point"}, {"a": "cookie", "b": "cookie"}])
 def test_prereg_invalid_values_fail(bad):
-    pre = yaml.safe_load(V.DEFAULT_PREREG.read_text())
+    pre = yaml.safe_load(P.DEFAULT_PREREG.read_text())
     pre["contrasts"][0].update(bad)
     with pytest.raises(ValueError, match="contrast #1"):
-        V.validate_prereg(pre)
+        P.validate_prereg(pre)

@@ -1,7 +1,7 @@
 """Two analyses beside the claims table: the precision analysis that sized the confirmatory run, and the
 2 x 2 factorial analysis of the two single-modal losses.
 
-Precision. A primary contrast's standard error has two parts (:func:`cookie_lib.study.verdicts.
+Precision. A primary contrast's standard error has two parts (:func:`cookie_lib.study.stats.
 variance_components`): seeds, which more runs shrink, and test concepts, which they do not. With the
 variance of one seed's difference ``sigma2 = S * v_seed`` (from a pilot) and the test set's ``v_concept``::
 
@@ -37,8 +37,9 @@ import statsmodels.formula.api as smf
 from scipy import stats
 
 from ..runtime import atomic_write_text
-from .verdicts import (claim_verdicts, claims_table, inputs_digest, load_per_query, load_prereg, per_query_arrays,
-                       reachable_no_effect, satterthwaite_df, save_per_query)
+from .prereg import load_prereg
+from .stats import reachable_no_effect, satterthwaite_df
+from .verdicts import claim_verdicts, claims_table, inputs_digest, load_per_query, per_query_arrays, save_per_query
 
 FACTORIAL = {"ft_cookie": (1, 1), "ft_no_visual": (0, 1), "ft_no_textual": (1, 0), "ft_cross_modal_only": (0, 0)}
 MAX_SEEDS = 200  # the search for the seeds needed stops here ("> 200")
@@ -168,7 +169,7 @@ def precision_report(pilot_per_query: str, n_resamples: int = 999) -> str:
     """Markdown: the pilot's claims table recomputed under the committed pre-registration, the SESOIs the
     rule gives (and whether the pre-registration holds them), and :func:`precision_table`."""
     from .report import to_markdown
-    from .verdicts import load_prereg, recompute
+    from .verdicts import recompute
 
     pre = load_prereg()
     pilot = recompute(pilot_per_query, n_resamples)

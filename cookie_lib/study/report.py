@@ -127,7 +127,7 @@ def plateau_rule(prereg: dict | None = None) -> dict:
     """The pre-registered plateau rule (``docs/preregistration.yaml``, ``plateau``): ``window`` epochs,
     ``delta`` points of validation mR per epoch."""
     if prereg is None:
-        from .verdicts import load_prereg
+        from .prereg import load_prereg
         prereg = load_prereg()
     rule = prereg.get("plateau") or {}
     return {"window": int(rule.get("window", 3)), "delta": float(rule.get("delta", 0.1))}
@@ -344,7 +344,7 @@ def _inference_claim_v1(cm: dict) -> pd.DataFrame:
 def summary_markdown(run, runs: pd.DataFrame, claims: pd.DataFrame, inference: pd.DataFrame | None) -> str:
     """``summary.md``: headline metrics per variant (frozen baseline included), the claims in prose
     (generated from the claims table), the claims table, and the inference-time answer."""
-    from .verdicts import claims_prose
+    from .views.claims import claims_prose
 
     headline = summary_table(runs, HEADLINE_METRICS)
     conv = run.results_path / "table_convergence_variants.csv"  # written by notebook 02
@@ -363,7 +363,7 @@ def summary_markdown(run, runs: pd.DataFrame, claims: pd.DataFrame, inference: p
 def write_manifest(run, runs: pd.DataFrame, results: Path) -> dict:
     """``manifest.json``: config, versions, commit (from :func:`cookie_lib.runtime.manifest`), the profile's
     run-level keys, the pre-registration's sha256 and the list of runs."""
-    from .verdicts import load_prereg, prereg_sha256
+    from .prereg import load_prereg, prereg_sha256
 
     run_list = runs[["variant", "seed", "train_seconds"]].astype(object).where(runs[["variant", "seed",
                                                                                         "train_seconds"]].notna(), None)
