@@ -196,7 +196,7 @@ def test_committed_prereg_is_complete():
     prim = {(c["a"], c["b"], c["metric"]) for c in pre["contrasts"] if c["family"] == "primary"}
     # the unimodal claims and the losses on the fine-tuned arm, against both comparators; the head on the frozen arm
     assert prim == {("ft_cookie", "ft_cross_modal_only", "img_r1"), ("ft_cookie", "ft_cross_modal_only", "wn_r1"),
-                    ("ft_cookie", "cookie", "img_r1"), ("ft_cookie", "cookie", "wn_r1"),
+                    ("ft_cookie", "cookie_long", "img_r1"), ("ft_cookie", "cookie_long", "wn_r1"),
                     ("ft_cookie", "ft_no_visual", "emoji_mr"), ("ft_cookie", "ft_no_visual", "img_r1"),
                     ("ft_cookie", "ft_no_textual", "emoji_mr"), ("ft_cookie", "ft_no_textual", "wn_r1"),
                     ("cookie", "separate_1", "emoji_mr"), ("cookie", "separate_2", "emoji_mr")}

@@ -395,7 +395,7 @@ def split_features_for(profile: str, extra: dict | None, corpus: KarpathyCorpus)
 
 def results_frame(results: list[dict]) -> pd.DataFrame:
     """One row per run: ``variant``, ``seed`` (None for the frozen baseline), ``train_seconds``, the test
-    metrics, and ``per_query`` (a dict of per-query lists, what :mod:`cookie_lib.study.verdicts` resamples)."""
+    metrics, and ``per_query`` (a dict of per-query lists, what :mod:`cookie_lib.study.stats` resamples)."""
     return pd.DataFrame([{"variant": r["variant"], "seed": r["seed"], "train_seconds": r["train_seconds"],
                           **r["test"], "per_query": r.get("per_query", {})} for r in results])
 
