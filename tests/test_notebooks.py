@@ -90,7 +90,7 @@ SMOKE_FIGURES = {"01_data": 1, "02_pretraining": 3, "03_ablation_losses": 1, "04
 
 def inline_figures(nb) -> list[dict]:
     """The ``image/png`` outputs of a notebook's code cells, in order, each as {"png": bytes, "filename",
-    "title"} (file name and title from the output metadata ``plots.save_figure`` writes; "" if absent)."""
+    "title"} (file name and title from the output metadata ``views.figures.save_figure`` writes; "" if absent)."""
     import base64
 
     found = []

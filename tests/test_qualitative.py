@@ -1,5 +1,5 @@
-"""Qualitative figures and the modality gap (cookie_lib.study.qualitative) on the fixture's test records
-with constructed embeddings whose answers are known."""
+"""Qualitative figures (cookie_lib.study.views.qualitative) and the modality gap (cookie_lib.study.qualitative)
+on the fixture's test records with constructed embeddings whose answers are known."""
 from __future__ import annotations
 
 import math
@@ -13,6 +13,7 @@ from cookie_lib.config import resolve_path
 from cookie_lib.data import load_karpathy
 from cookie_lib.features import split_texts
 from cookie_lib.study import qualitative as Q
+from cookie_lib.study.views import qualitative as V
 
 matplotlib.use("Agg")
 
@@ -61,18 +62,18 @@ def test_oracle_retrieves_its_own_concept_and_figures_mark_hits(gallery):
     q = gallery.pick_text_queries(2)
     idx, scores = Q.top_k(txt[q[0]], img, 3)
     assert all(gallery.records[i].key == gallery.text_keys[q[0]] for i in idx[:1]) and scores == sorted(scores, reverse=True)
-    fig = Q.text_to_image_figure({"oracle": (img, txt), "random": rand}, gallery, q, k=3)
+    fig = V.text_to_image_figure({"oracle": (img, txt), "random": rand}, gallery, q, k=3)
     assert len(fig.axes) == 2 * 2 * 4
     frames = [ax.spines["top"].get_edgecolor() for ax in fig.axes[1:4]]  # oracle's first query: top-1 is a hit
-    assert matplotlib.colors.to_hex(frames[0]) == Q.HIT
-    fig2 = Q.image_to_text_figure({"oracle": (img, txt), "random": rand}, gallery, gallery.pick_image_queries(2), k=3)
+    assert matplotlib.colors.to_hex(frames[0]) == V.HIT
+    fig2 = V.image_to_text_figure({"oracle": (img, txt), "random": rand}, gallery, gallery.pick_image_queries(2), k=3)
     assert len(fig2.axes) == 2 * 3
 
 
 def test_embedding_space_figure_reports_the_gap(gallery):
     img, txt = _oracle(gallery)
     shifted = F.normalize(txt + 2.0 * F.normalize(torch.ones(txt.shape[1]), dim=0), dim=-1)  # push texts aside
-    fig, table = Q.embedding_space_figure({"aligned": (img, txt), "gapped": (img, shifted)}, gallery, max_concepts=6)
+    fig, table = V.embedding_space_figure({"aligned": (img, txt), "gapped": (img, shifted)}, gallery, max_concepts=6)
     assert list(table.index) == ["aligned", "gapped"] and len(fig.axes) == 2
     assert table.loc["gapped", "gap"] > table.loc["aligned", "gap"]
     assert table.loc["aligned", "matched_cos"] > 0.9

@@ -1,4 +1,4 @@
-"""Figures inline and the report's figure/table handling, on tiny inputs: ``plots.save_figure`` displays
+"""Figures inline and the report's figure/table handling, on tiny inputs: ``figures.save_figure`` displays
 the very file it saved (in a kernel only) and closes the figure; ``htmlreport.annotate`` wraps tables in a
 scroll box and lists figures and tables with their titles; nothing external survives the build. The same
 checks on the real smoke notebooks are in test_notebooks.py."""
@@ -14,7 +14,7 @@ import pytest
 from nbclient import NotebookClient
 
 from cookie_lib.study import htmlreport as H
-from cookie_lib.study import plots
+from cookie_lib.study.views import figures
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CELL = """import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from cookie_lib.study.plots import save_figure
+from cookie_lib.study.views.figures import save_figure
 fig, ax = plt.subplots()
 ax.plot([1, 2, 3])
 fig.suptitle("A   wide\\ntitle")
@@ -65,26 +65,26 @@ def test_save_figure_displays_the_saved_file_and_closes(executed):
 
 def test_save_figure_outside_a_kernel_only_saves(tmp_path, monkeypatch):
     shown = []
-    monkeypatch.setattr(plots, "show_saved", lambda *a, **k: shown.append(a))
+    monkeypatch.setattr(figures, "show_saved", lambda *a, **k: shown.append(a))
     fig, ax = plt.subplots()
     ax.set_title("axes title only")
-    assert not plots.in_notebook()
-    out = plots.save_figure(fig, tmp_path / "sub" / "f.png")
+    assert not figures.in_notebook()
+    out = figures.save_figure(fig, tmp_path / "sub" / "f.png")
     assert out.read_bytes().startswith(b"\x89PNG") and shown == [] and not plt.fignum_exists(fig.number)
     assert sorted(p.name for p in out.parent.iterdir()) == ["f.png"]  # no temporary file left
     fig2, _ = plt.subplots()
-    plots.save_figure(fig2, tmp_path / "g.png", show=True, close=False)
+    figures.save_figure(fig2, tmp_path / "g.png", show=True, close=False)
     assert len(shown) == 1 and plt.fignum_exists(fig2.number)
     plt.close(fig2)
 
 
 def test_figure_title_prefers_the_suptitle():
     fig, ax = plt.subplots()
-    assert plots.figure_title(fig) == ""
+    assert figures.figure_title(fig) == ""
     ax.set_title("panel\ntitle")
-    assert plots.figure_title(fig) == "panel title"
+    assert figures.figure_title(fig) == "panel title"
     fig.suptitle("the figure")
-    assert plots.figure_title(fig) == "the figure"
+    assert figures.figure_title(fig) == "the figure"
     plt.close(fig)
 
 

@@ -34,7 +34,7 @@ import torch
 from ...runtime import atomic_write_json, atomic_write_text, manifest
 from ..report import PAPER_INFERENCE_RATIO
 from . import ASSUMPTIONS
-from .costmodel import COST_CSV_COLUMNS, NOT_DETERMINED, CostModel
+from .costmodel import COST_CSV_COLUMNS, NOT_DETERMINED
 from .endtoend import CAPS, STRATEGIES, fit_all, load_pipeline, measure, ratio_curve
 from .scale import eval_benchmark
 from .shapes import FULL, QUICK
@@ -93,66 +93,11 @@ def inference_benchmark(rows: Rows, device: torch.device, sizes: dict, out: Path
         w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
     atomic_write_text(buf.getvalue(), out / "inference_cost_model.csv")
     atomic_write_json(manifest(None, **result), out / "inference_cost_model.json")
+    from ..views.figures import cost_figure, time_figure  # matplotlib is only needed here
+
     cost_figure(table, result, out / "fig_cost_model.png")
     time_figure(result, out / "fig_inference_time.png")
     return result
-
-
-def time_figure(result: dict, path: Path) -> Path:
-    """Measured end-to-end time (every repeat) against N per strategy, with the fitted cost model."""
-    import matplotlib.pyplot as plt
-
-    from ..plots import save_figure
-
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    pts = result["points"]
-    grid = np.geomspace(min(r["n_images"] for r in pts) / 2, max(r["n_images"] for r in pts) * 2, 50)
-    for s, marker in zip(STRATEGIES, "so^v"):
-        rs = [r for r in pts if r["strategy"] == s]
-        line = ax.loglog(grid, CostModel(**result["fits"][s]).time(grid, CAPS * grid), "-", lw=0.8)[0]
-        ax.scatter([r["n_images"] for r in rs], [r["seconds"] for r in rs], marker=marker, color=line.get_color(),
-                   label=f"{s} (points: repeats; line: fit)", s=14)
-    ax.axvline(result["holdout_n"], color="grey", lw=0.6, ls=":", label=f"held out: N = {result['holdout_n']}")
-    ax.set_xlabel("gallery size N images (5N captions)")
-    ax.set_ylabel("retrieval time end to end, both directions (s)")
-    ax.set_title(f"{'trained' if result['trained'] else 'untrained'} models, {result['device']} "
-                 f"{result['threads']} threads", fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    try:
-        return save_figure(fig, path)
-    finally:
-        plt.close(fig)
-
-
-def cost_figure(table: list[dict], result: dict, path: Path) -> Path:
-    """Fitted two-stream / one-stream time ratio against N (log-log) per one-stream model class, with the
-    paper's 3/1000, each crossing N and its bootstrap interval (shaded)."""
-    import matplotlib.pyplot as plt
-
-    from ..plots import save_figure
-
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    for name, c in result["classes"].items():
-        rs = [r for r in table if r["model"] == name]
-        line = ax.loglog([r["n_images"] for r in rs], [r["ratio"] for r in rs], "-" if c["measured"] else "--",
-                         label=name)[0]
-        if c["crossing_n_images"] is not None:
-            ax.axvline(c["crossing_n_images"], color=line.get_color(), lw=0.6, ls=":")
-        iv = c["interval"]
-        if iv["low"] is not None:
-            ax.axvspan(iv["low"], iv["high"], color=line.get_color(), alpha=0.15)
-    ax.axhline(result["paper_ratio"], color="k", ls="--", lw=0.8, label="paper: 3/1000")
-    ax.set_xlabel("gallery size N images (5N captions)")
-    ax.set_ylabel("two-stream time / one-stream time")
-    ax.set_title(f"a (N + M) + b N M fitted at N = {result['fit_ns']}, {result['device']} {result['threads']} "
-                 "threads; shaded: 95 % bootstrap interval of the crossing", fontsize=8)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    try:
-        return save_figure(fig, path)
-    finally:
-        plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:

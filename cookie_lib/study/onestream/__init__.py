@@ -45,14 +45,15 @@ Evaluation (:func:`speed_accuracy_table`), R@1 both ways with the pessimistic ra
 Modules: :mod:`.settings` (the training settings saved with every run), :mod:`.model` (the cross-encoder,
 its tower states, pair scoring, loading), :mod:`.gallery` (positives, re-ranking, R@1 on a gallery),
 :mod:`.train` (hard-negative mining, the grouped loss, :func:`train_onestream`), :mod:`.table` (the
-speed/accuracy table and its figure). The study grid trains and evaluates it (run-level ``onestream_seeds``).
+speed/accuracy table; its figure is :func:`cookie_lib.study.views.figures.pareto_figure`). The study grid
+trains and evaluates it (run-level ``onestream_seeds``).
 """
 from __future__ import annotations
 
 from .gallery import Gallery, Positives, rerank
 from .model import CrossEncoder, encode_split, load_onestream, score_index_pairs
 from .settings import SETTINGS
-from .table import TABLE_COLUMNS, gallery_eval, pareto_figure, speed_accuracy_table
+from .table import TABLE_COLUMNS, gallery_eval, speed_accuracy_table
 from .train import GroupStep, mine_hard_negatives, train_onestream
 
-__all__ = ["SETTINGS", "TABLE_COLUMNS", "CrossEncoder", "Gallery", "GroupStep", "Positives", "encode_split", "gallery_eval", "load_onestream", "mine_hard_negatives", "pareto_figure", "rerank", "score_index_pairs", "speed_accuracy_table", "train_onestream"]
+__all__ = ["SETTINGS", "TABLE_COLUMNS", "CrossEncoder", "Gallery", "GroupStep", "Positives", "encode_split", "gallery_eval", "load_onestream", "mine_hard_negatives", "rerank", "score_index_pairs", "speed_accuracy_table", "train_onestream"]

@@ -1,9 +1,8 @@
 """The speed/accuracy table of the speed claim: two-stream, re-ranked and exhaustive retrieval on a gallery,
-R@1 beside seconds and pairs scored, and its Pareto figure."""
+R@1 beside seconds and pairs scored (its Pareto figure: :func:`cookie_lib.study.views.figures.pareto_figure`)."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import torch
 
@@ -52,38 +51,3 @@ def speed_accuracy_table(model: CrossEncoder, test_feats: SplitFeatures, ks=(10,
     rows = gallery_eval(model, test_feats, small, ks, exhaustive=True, device=device, label=f"subset {len(small)}")
     rows += gallery_eval(model, test_feats, list(range(n)), ks, exhaustive=False, device=device, label="full test")
     return rows
-
-
-def pareto_figure(table: list[dict], results: str | Path | None = None):
-    """R@1 (mean of i2t and t2i; mean ± sd over seeds when the table has several per method) against time
-    (log x) per gallery, one marker per method. The time is the benchmark's end-to-end retrieval time
-    (:func:`cookie_lib.study.report.end_to_end_seconds`) when ``results`` holds it, else the seconds over
-    cached encoder tokens of the table itself (the axis says which)."""
-    import matplotlib.pyplot as plt
-    import pandas as pd
-
-    from ..report import end_to_end_seconds
-
-    df = pd.DataFrame(table)
-    df["r1"] = (df.i2t_r1 + df.t2i_r1) / 2
-    galleries = list(dict.fromkeys(df.gallery))
-    fig, axes = plt.subplots(1, len(galleries), figsize=(5 * len(galleries), 4), squeeze=False)
-    for ax, gallery in zip(axes[0], galleries):
-        sources = set()
-        for method, r in df[df.gallery == gallery].groupby("method", sort=False):
-            t, src = end_to_end_seconds(results, method, int(r.n_images.iloc[0]), int(r.n_captions.iloc[0]))
-            if t is None:
-                t, src = float(r.seconds.mean()), "over cached encoder tokens"
-            sources.add("end to end (benchmark)" if src != "over cached encoder tokens" else src)
-            sd = r.r1.std() if len(r) > 1 else 0.0
-            ax.errorbar(t, r.r1.mean(), yerr=sd, fmt="o", capsize=3,
-                        label=f"{method} ({len(r)} seed{'s' if len(r) > 1 else ''})")
-        first = df[df.gallery == gallery].iloc[0]
-        ax.set_xscale("log")
-        ax.set_xlabel(f"retrieval seconds, {' / '.join(sorted(sources))} (log)")
-        ax.set_ylabel("R@1, mean of both directions (%)")
-        ax.set_title(f"{gallery}: {first.n_images} images x {first.n_captions} captions", fontsize=9)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig

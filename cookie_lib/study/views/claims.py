@@ -36,7 +36,7 @@ def claims_figure(df: pd.DataFrame, path: str | Path | None = None):
     points) as a grey cross on the side the paper predicts, "paper: a < b" in the label where the paper
     predicts a negative difference; primary family on top. Returns the Figure; with ``path`` also writes
     it atomically and shows it inline in a notebook (``save_figure``)."""
-    from ..plots import save_figure  # plots imports the data layer; only needed here
+    from .figures import save_figure  # figures imports the data layer; only needed here
 
     df = df.reset_index(drop=True)
     order = sorted(range(len(df)), key=lambda i: (FAMILIES.index(df.family[i]) if df.family[i] in FAMILIES else 9, i))

@@ -1,11 +1,15 @@
-"""Figures for the notebooks (the notebooks only import and call these); text, tables and the parsing
-of the benchmark CSV are in :mod:`cookie_lib.study.report`.
+"""The study's figures: the corpora (notebook 01), training curves (02), the ablations (03, 04), the
+downstream design matrix and the speed/accuracy Pareto figure (05), and the benchmark's inference-time and
+cost-model figures (``python -m cookie_lib.study.bench``); the retrieval pictures and the embedding-space
+figure are in :mod:`.qualitative`. Text, tables and the parsing of the benchmark CSV are in
+:mod:`cookie_lib.study.report`.
 
-Every figure function returns a matplotlib Figure; ``save_figure`` writes it atomically (temp file in
-the same folder, then ``os.replace``), so an interrupted notebook never leaves a truncated PNG, and inside
-a notebook displays the saved file as the cell's output (so every figure is inline as well as on disk).
+Every figure function returns a matplotlib Figure (the benchmark's two save theirs and return the path);
+``save_figure`` writes it atomically (temp file in the same folder, then ``os.replace``), so an interrupted
+notebook never leaves a truncated PNG, and inside a notebook displays the saved file as the cell's output
+(so every figure is inline as well as on disk).
 
-    from cookie_lib.study.plots import loss_curves, save_figure
+    from cookie_lib.study.views.figures import loss_curves, save_figure
     fig = loss_curves([result["history"] for result in results])
     save_figure(fig, results_dir / "fig_loss_curves.png")
 """
@@ -22,7 +26,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ..data import KarpathyCorpus
+from ...data import KarpathyCorpus
 
 LOSS_TERMS = ("cross_modal", "visual", "textual")
 
@@ -277,3 +281,89 @@ def design_matrix_figure(mats: dict[str, pd.DataFrame]):
     fig.suptitle("Cross-design image retrieval, emoji test concepts", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def pareto_figure(table: list[dict], results: str | Path | None = None):
+    """The speed/accuracy table (rows of :func:`cookie_lib.study.onestream.speed_accuracy_table`) as a Pareto
+    figure: R@1 (mean of i2t and t2i; mean ± sd over seeds when the table has several per method) against time
+    (log x) per gallery, one marker per method. The time is the benchmark's end-to-end retrieval time
+    (:func:`cookie_lib.study.report.end_to_end_seconds`) when ``results`` holds it, else the seconds over
+    cached encoder tokens of the table itself (the axis says which)."""
+    from ..report import end_to_end_seconds
+
+    df = pd.DataFrame(table)
+    df["r1"] = (df.i2t_r1 + df.t2i_r1) / 2
+    galleries = list(dict.fromkeys(df.gallery))
+    fig, axes = plt.subplots(1, len(galleries), figsize=(5 * len(galleries), 4), squeeze=False)
+    for ax, gallery in zip(axes[0], galleries):
+        sources = set()
+        for method, r in df[df.gallery == gallery].groupby("method", sort=False):
+            t, src = end_to_end_seconds(results, method, int(r.n_images.iloc[0]), int(r.n_captions.iloc[0]))
+            if t is None:
+                t, src = float(r.seconds.mean()), "over cached encoder tokens"
+            sources.add("end to end (benchmark)" if src != "over cached encoder tokens" else src)
+            sd = r.r1.std() if len(r) > 1 else 0.0
+            ax.errorbar(t, r.r1.mean(), yerr=sd, fmt="o", capsize=3,
+                        label=f"{method} ({len(r)} seed{'s' if len(r) > 1 else ''})")
+        first = df[df.gallery == gallery].iloc[0]
+        ax.set_xscale("log")
+        ax.set_xlabel(f"retrieval seconds, {' / '.join(sorted(sources))} (log)")
+        ax.set_ylabel("R@1, mean of both directions (%)")
+        ax.set_title(f"{gallery}: {first.n_images} images x {first.n_captions} captions", fontsize=9)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- benchmark (bench CLI)
+def time_figure(result: dict, path: Path) -> Path:
+    """Measured end-to-end time (every repeat) against N per strategy, with the fitted cost model."""
+    from ..bench.costmodel import CostModel
+    from ..bench.endtoend import CAPS, STRATEGIES
+
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    pts = result["points"]
+    grid = np.geomspace(min(r["n_images"] for r in pts) / 2, max(r["n_images"] for r in pts) * 2, 50)
+    for s, marker in zip(STRATEGIES, "so^v"):
+        rs = [r for r in pts if r["strategy"] == s]
+        line = ax.loglog(grid, CostModel(**result["fits"][s]).time(grid, CAPS * grid), "-", lw=0.8)[0]
+        ax.scatter([r["n_images"] for r in rs], [r["seconds"] for r in rs], marker=marker, color=line.get_color(),
+                   label=f"{s} (points: repeats; line: fit)", s=14)
+    ax.axvline(result["holdout_n"], color="grey", lw=0.6, ls=":", label=f"held out: N = {result['holdout_n']}")
+    ax.set_xlabel("gallery size N images (5N captions)")
+    ax.set_ylabel("retrieval time end to end, both directions (s)")
+    ax.set_title(f"{'trained' if result['trained'] else 'untrained'} models, {result['device']} "
+                 f"{result['threads']} threads", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    try:
+        return save_figure(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def cost_figure(table: list[dict], result: dict, path: Path) -> Path:
+    """Fitted two-stream / one-stream time ratio against N (log-log) per one-stream model class, with the
+    paper's 3/1000, each crossing N and its bootstrap interval (shaded)."""
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for name, c in result["classes"].items():
+        rs = [r for r in table if r["model"] == name]
+        line = ax.loglog([r["n_images"] for r in rs], [r["ratio"] for r in rs], "-" if c["measured"] else "--",
+                         label=name)[0]
+        if c["crossing_n_images"] is not None:
+            ax.axvline(c["crossing_n_images"], color=line.get_color(), lw=0.6, ls=":")
+        iv = c["interval"]
+        if iv["low"] is not None:
+            ax.axvspan(iv["low"], iv["high"], color=line.get_color(), alpha=0.15)
+    ax.axhline(result["paper_ratio"], color="k", ls="--", lw=0.8, label="paper: 3/1000")
+    ax.set_xlabel("gallery size N images (5N captions)")
+    ax.set_ylabel("two-stream time / one-stream time")
+    ax.set_title(f"a (N + M) + b N M fitted at N = {result['fit_ns']}, {result['device']} {result['threads']} "
+                 "threads; shaded: 95 % bootstrap interval of the crossing", fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    try:
+        return save_figure(fig, path)
+    finally:
+        plt.close(fig)
