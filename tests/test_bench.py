@@ -59,7 +59,7 @@ def test_quick_run_writes_tidy_csv(quick_run):
     assert "threads" in stdout and "headline" in stdout
     # the study's own step: frozen and cached-prefix fine-tuned, each in fp32 and bf16, against the
     # ceiling of its own precision measured in the same run
-    from cookie_lib.study.grid import FT_BLOCKS
+    from cookie_lib.study.variants import FT_BLOCKS
     study = {(r["variant"], r["mode"], r["metric"]): float(r["value"]) for r in rows if r["benchmark"] == "study_step"}
     for arm in ("frozen", f"finetune_k{FT_BLOCKS}"):
         for mode in ("fp32", "bf16"):
@@ -74,7 +74,7 @@ def test_quick_run_writes_tidy_csv(quick_run):
 
 
 def test_quick_run_cost_model_json(quick_run):
-    from cookie_lib.study.grid import FT_BLOCKS
+    from cookie_lib.study.variants import FT_BLOCKS
     out, _ = quick_run
     data = json.loads((out / "benchmarks.json").read_text())
     for key in ("commit", "versions", "torch_threads", "headline", "assumptions", "rows"):

@@ -163,7 +163,7 @@ def test_override_syntax_types_values_as_yaml():
 
 def test_formatted_overrides_read_back_unchanged():
     from cookie_lib.config import format_overrides
-    from cookie_lib.study.grid import FINETUNE
+    from cookie_lib.study.variants import FINETUNE
 
     values = {**FINETUNE, "train.lr": 1e-5, "data.image_root": "", "data.cache_dir": "a b/c", "model.shared": False,
               "model.freeze_visual": "all", "model.visual_layer": 14}

@@ -131,15 +131,15 @@ def test_frozen_smoke_model_has_no_tail(smoke_corpus, tmp_path):
 
 
 def test_grid_runs_a_finetuned_variant_on_prefix_caches(tmp_path, smoke_corpus):
-    from cookie_lib.study import grid
+    from cookie_lib.study import grid, variants
 
-    assert grid.FINETUNED == ["ft_cookie", "ft_cross_modal_only", "ft_no_visual", "ft_no_textual"]
-    assert grid.VARIANTS["ft_no_visual"] == {**grid.FINETUNE, "loss.visual": 0.0}
+    assert variants.FINETUNED == ["ft_cookie", "ft_cross_modal_only", "ft_no_visual", "ft_no_textual"]
+    assert variants.VARIANTS["ft_no_visual"] == {**variants.FINETUNE, "loss.visual": 0.0}
     extra = {"train.max_steps": 2, "data.cache_dir": str(tmp_path / "cache")}
     r = grid.run_one("smoke", "ft_cookie", 0, smoke_corpus, extra, runs_root=tmp_path / "runs", progress=False)
-    assert r["config"]["model"]["finetune_visual_blocks"] == grid.FT_BLOCKS and r["variant"] == "ft_cookie"
+    assert r["config"]["model"]["finetune_visual_blocks"] == variants.FT_BLOCKS and r["variant"] == "ft_cookie"
     assert "emoji_mr" in r["test"] and r["val_epochs"]
-    tag = f"prefix-v{grid.FT_BLOCKS}-t{grid.FT_BLOCKS}"
+    tag = f"prefix-v{variants.FT_BLOCKS}-t{variants.FT_BLOCKS}"
     names = sorted(p.name.split("-")[0] for p in (tmp_path / "cache" / tag).glob("*.pt"))
     assert names == ["test", "train", "val", "wordnet"]  # training and the downstream suite read the prefix
     again = grid.run_one("smoke", "ft_cookie", 0, smoke_corpus, extra, runs_root=tmp_path / "runs", progress=False)

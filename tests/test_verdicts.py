@@ -214,9 +214,9 @@ def test_committed_prereg_is_complete():
     assert not set(run.seeds) & {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}  # pilots 0-4, version 2's confirmatory run 5-9
     assert run.finetune_seeds == run.seeds  # every fine-tuned run is paired with the frozen run of its seed
     # every variant a contrast names is trained by the study
-    from cookie_lib.study import grid
+    from cookie_lib.study import variants
 
-    trained = set(grid.STUDIED) | {grid.FROZEN}
+    trained = set(variants.STUDIED) | {variants.FROZEN}
     assert {v for c in pre["contrasts"] for v in (c["a"], c["b"])} <= trained
     # the frozen baseline scores unimodal tasks only: no contrast may ask it for a cross-modal metric
     assert all(c["metric"] in ("img_r1", "img_map", "wn_r1", "wn_mrr", "txt_r1", "txt_mrr")

@@ -33,7 +33,7 @@ class RunProfile:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # seeds of the primary variants
     secondary_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # seeds of the secondary variants
     onestream_seeds: list[int] = field(default_factory=lambda: [0])  # one-stream cross-encoder (speed claim)
-    finetune_seeds: list[int] = field(default_factory=list)  # the fine-tuned arm (grid.FINETUNED); [] = not run
+    finetune_seeds: list[int] = field(default_factory=list)  # the fine-tuned arm (variants.FINETUNED); [] = not run
     finetune_epochs: int = 0  # epochs of the fine-tuned arm and its budget-matched frozen comparator (0 = train.epochs)
     bootstrap_resamples: int = 9999  # resamples of the claims table's bootstrap CIs
     downstream_emoji: str = ""  # Karpathy JSON whose test split is the emoji downstream set ("" = none)

@@ -68,9 +68,10 @@ def load_pipeline(profile: str, seed: int | None = None, runs_root: str | Path =
     """The profile's encoders and the trained COOKIE + cross-encoder of ``seed`` (default: the profile's
     first ``onestream_seeds``); untrained stand-ins of the same shapes when either run is missing."""
     from ...evaluate import load_run
-    from ..grid import ONESTREAM, run_dir
+    from ..grid import run_dir
     from ..onestream import SETTINGS, CrossEncoder, load_onestream
     from ..profile import load_run_profile
+    from ..variants import ONESTREAM
 
     if seed is None:
         seed = (load_run_profile(profile).onestream_seeds or [0])[0]

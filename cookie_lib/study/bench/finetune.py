@@ -41,7 +41,7 @@ from .timing import count_flops, matmul_ceiling, timed
 
 def finetune_overrides(k: int, encoder_lr: float | None = None) -> dict:
     """Config overrides of the fine-tuned arm with k blocks/layers (k = 0: the frozen config)."""
-    from ..grid import FT_ENCODER_LR
+    from ..variants import FT_ENCODER_LR
 
     if k == 0:
         return {}

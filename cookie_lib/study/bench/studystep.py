@@ -1,7 +1,7 @@
 """The study's own training step, timed: the frozen step and the cached-prefix fine-tuning step, fp32 and bf16.
 
 For the profile's config (k = 0, frozen encoders on cached features) and its fine-tuned arm (k =
-``grid.FT_BLOCKS``: the last k CNN blocks and text layers trained on the cached frozen prefix), one
+``variants.FT_BLOCKS``: the last k CNN blocks and text layers trained on the cached frozen prefix), one
 :class:`cookie_lib.train.Trainer` each, on the profile's real training split, and every step through
 :func:`cookie_lib.step.train_step` exactly as ``Trainer._train_step`` calls it, with ``amp`` = "none"
 (float32) and "bf16" (bfloat16 autocast):
@@ -89,7 +89,7 @@ def study_step_benchmark(rows: Rows, profile: str, out: Path, sizes: dict, threa
     """Time, count and profile the study's frozen and fine-tuned steps (module docstring); add rows, write
     ``out / "profile_study_step.txt"``, return {"<arm> <fp32|bf16>": {pairs_per_s, ...}, "ceilings": ...}."""
     from ...train import Trainer, load_corpus
-    from ..grid import FINETUNE, FT_BLOCKS
+    from ..variants import FINETUNE, FT_BLOCKS
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
