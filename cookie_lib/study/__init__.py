@@ -1,3 +1,3 @@
 """The replication study built on the core library: corpora, the variants grid, verdicts, reports,
-plots and benchmarks. Imports run one way only: ``cookie_lib.study`` -> ``cookie_lib`` (core), never back.
+figures and benchmarks. Imports run one way only: ``cookie_lib.study`` -> ``cookie_lib`` (core), never back.
 """

@@ -9,7 +9,7 @@ require.js, MathJax, Mermaid or the widget manager from a CDN are emptied (maths
 source), figures are the base64 PNGs inside the notebooks (``data:`` URIs), and the build fails if any
 external script, stylesheet or image is left. Every table sits in a horizontally scrolling box, so a wide
 table scrolls instead of being clipped at the page edge. A figure's title is the ``title`` of its PNG
-output's metadata (``plots.save_figure`` records the figure's suptitle there), else the heading above it;
+output's metadata (``views.figures.save_figure`` records the figure's suptitle there), else the heading above it;
 a table's title is the heading above it. The report folder is built in a temporary folder beside ``out``
 and then swapped in, so an interrupted build never leaves half a report.
 """
