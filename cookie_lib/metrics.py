@@ -1,5 +1,8 @@
 """Retrieval metrics for COOKIE: one rank engine and the protocols built on it.
 
+One module (just over 400 lines) on purpose: every evaluation of the project ranks here, so a reader finds every
+metric's definition in one file.
+
 The rank engine (every evaluation in the project ranks with it)
 --------------------------------------------------------------
 A query q is scored against a gallery of G items, ``S[q, g]`` (the dot product ``<q, g>`` of

@@ -1,4 +1,5 @@
-"""The COOKIE model: two encoders and a weight-sharing transformer on top of both.
+"""The COOKIE model: two encoders and a weight-sharing transformer on top of both (one model file, just over
+400 lines, so the whole forward pass reads top to bottom).
 
     image [B,3,S,S] --VisualEncoder--> grid tokens [B, h*w, C_v] --visual_proj + pos--> [B, T_v, d] --+
                                                                                                        +--> head (same weights) --> masked mean --> L2 norm --> [B, d]

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from cookie_lib.study import report as R
+from cookie_lib.study.views import tables
 
 from conftest import ROOT
 
@@ -31,12 +32,12 @@ def test_summary_table_mean_std_seed_count_and_order():
 
 
 def test_to_markdown_table_shapes():
-    md = R.to_markdown(R.summary_table(_runs(), ["rsum"]))
+    md = tables.to_markdown(R.summary_table(_runs(), ["rsum"]))
     assert md.endswith("\n")
     lines = md.splitlines()
     assert lines[0] == "| variant | seeds | rsum |" and lines[1] == "|---|---|---|"
     assert lines[2] == "| b | 1 | 100.0 (1 seed) |" and len(lines) == 4
-    plain = R.to_markdown(pd.DataFrame({"x": [1, 2], "y": ["p", "q"]}))  # a RangeIndex is not a column
+    plain = tables.to_markdown(pd.DataFrame({"x": [1, 2], "y": ["p", "q"]}))  # a RangeIndex is not a column
     assert plain.splitlines() == ["| x | y |", "|---|---|", "| 1 | p |", "| 2 | q |"]
 
 
@@ -47,7 +48,7 @@ def test_frozen_baseline_row_is_deterministic_and_missing_metrics_are_dashes():
 
 
 def test_write_table_writes_csv_and_markdown(tmp_path):
-    R.write_table(R.summary_table(_runs(), ["rsum"]), tmp_path / "t")
+    tables.write_table(R.summary_table(_runs(), ["rsum"]), tmp_path / "t")
     assert (tmp_path / "t.csv").read_text().startswith("variant,seeds,rsum")
     assert (tmp_path / "t.md").read_text().startswith("| variant | seeds | rsum |")
 

@@ -138,7 +138,7 @@ def run_metrics(results, lists_of: Mapping[str, list[str]], metrics: list[str]) 
 
 def factorial_markdown(table: pd.DataFrame) -> str:
     """The factorial table as Markdown, rounded (points; p to 3 decimals)."""
-    from .report import to_markdown
+    from .views.tables import to_markdown
 
     if table.empty:
         return f"The 2 x 2 factorial needs {', '.join(FACTORIAL)} on common seeds.\n"
@@ -168,7 +168,7 @@ def sesoi_rule(pilot: pd.DataFrame) -> dict[str, float]:
 def precision_report(pilot_per_query: str, n_resamples: int = 999) -> str:
     """Markdown: the pilot's claims table recomputed under the committed pre-registration, the SESOIs the
     rule gives (and whether the pre-registration holds them), and :func:`precision_table`."""
-    from .report import to_markdown
+    from .views.tables import to_markdown
     from .verdicts import recompute
 
     pre = load_prereg()
@@ -223,7 +223,7 @@ def write_claim_tables(claims: pd.DataFrame, results, folder: str | Path) -> Non
     """Beside ``claims.csv`` in ``folder``: ``claims_by_claim.csv``/``.md`` (one verdict per claim of the
     paper) and ``table_factorial.csv``/``.md`` (the 2 x 2 analysis of the single-modal losses), both from the
     per-query ``results`` the claims came from and the same pre-registration."""
-    from .report import write_table
+    from .views.tables import write_table
 
     folder = Path(folder)
     write_table(claim_verdicts(claims), folder / "claims_by_claim", index=False)

@@ -1,8 +1,11 @@
-"""Everything the study writes as text: Markdown tables, ``summary.md``, ``manifest.json`` and the README's
+"""The study's tables as DataFrames and everything it writes as text from them: ``summary.md``, ``manifest.json`` and the README's
 generated blocks. The notebooks and ``scripts/update_readme.py`` use it, so a number reaches the README
-only through these functions; the verdicts themselves come from :mod:`cookie_lib.study.verdicts`.
+only through these functions; the verdicts themselves come from :mod:`cookie_lib.study.verdicts`, the Markdown
+table writer from :mod:`cookie_lib.study.views.tables`. Over 400 lines because each function here is one table or
+text block of the same results frame, and the README gets its numbers only through this one module.
 
-    from cookie_lib.study.report import summary_table, to_markdown
+    from cookie_lib.study.report import summary_table
+    from cookie_lib.study.views.tables import to_markdown
     print(to_markdown(summary_table(runs, ["emoji_mr", "img_r1", "wn_r1"])))
 """
 from __future__ import annotations
@@ -15,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from .. import metric_names as N
-from ..runtime import atomic_write_json, atomic_write_text, manifest
+from ..runtime import atomic_write_json, manifest
+from .views.tables import to_markdown
 
 # The paper's inference-time claim: a two-stream model needs "about 3/1000 of the inference time" of
 # a one-stream cross-encoder.
@@ -58,23 +62,6 @@ def summary_table(df: pd.DataFrame, metrics: list[str] | None = None, order: lis
     table = table.mask(mean.isna(), "-")
     table.insert(0, "seeds", n)
     return table.reindex([v for v in (order or table.index) if v in table.index])
-
-
-def to_markdown(df: pd.DataFrame) -> str:
-    """A GitHub table: header, ``|---|`` rule, one line per row, ending in a newline. A named or
-    non-range index becomes the first column(s) (pandas.to_markdown would need tabulate)."""
-    frame = df.reset_index() if df.index.name or df.index.names[0] or not isinstance(df.index, pd.RangeIndex) else df
-    cols = [str(c) for c in frame.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
-
-
-def write_table(df: pd.DataFrame, stem: str | Path, index: bool = True) -> None:
-    """``stem.csv`` and ``stem.md`` (the Markdown table), both written atomically."""
-    stem = Path(stem)
-    atomic_write_text(df.to_csv(index=index), stem.with_suffix(".csv"))
-    atomic_write_text(to_markdown(df if index else df.reset_index(drop=True)), stem.with_suffix(".md"))
 
 
 def claims_view(claims: pd.DataFrame) -> pd.DataFrame:
