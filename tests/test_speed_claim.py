@@ -12,7 +12,7 @@ import pytest
 
 from cookie_lib.study import report
 from cookie_lib.study.views import tables
-from cookie_lib.study.bench.costmodel import CostModel, crossing_n, derived_fields
+from cookie_lib.study.bench.costmodel import PAPER_INFERENCE_RATIO, CostModel, crossing_n, derived_fields, end_to_end_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 TWO = CostModel(1e-3, 1e-9)
@@ -27,11 +27,11 @@ def degenerate_cost_json(path: Path) -> Path:
     """An inference_cost_model.json as the benchmark writes it, with one degenerate fit per model class."""
     iv = {"low": None, "high": None, "reason": "60 % of bootstrap refits never cross 3/1000",
           "undetermined_fraction": 0.6, "resamples": 99}
-    classes = {name: {**derived_fields(TWO, one, report.PAPER_INFERENCE_RATIO), "interval": iv, "measured": True}
+    classes = {name: {**derived_fields(TWO, one, PAPER_INFERENCE_RATIO), "interval": iv, "measured": True}
                for name, one in DEGENERATE.items()}
     points = [dict(strategy=s, n_images=n, n_captions=5 * n, repeat=r, role="fit", seconds=0.1 * n, pairs=0)
               for s in ("two-stream", "rerank 10", "rerank 50", "one-stream") for n in (4, 12) for r in range(2)]
-    blob = {"device": "cpu", "threads": 1, "paper_ratio": report.PAPER_INFERENCE_RATIO, "classes": classes,
+    blob = {"device": "cpu", "threads": 1, "paper_ratio": PAPER_INFERENCE_RATIO, "classes": classes,
             "pipeline": "untrained models (test)", "trained": False, "fit_ns": [4, 12], "holdout_n": 8, "repeats": 2,
             "points": points, "fits": {s: {"a": 2e-3, "b": 0.0} for s in ("two-stream", "rerank 10", "rerank 50",
                                                                               "one-stream")},
@@ -88,9 +88,9 @@ def test_speed_view_mean_sd_over_seeds_and_end_to_end_time(tmp_path):
     assert v.loc["two-stream", "i2t R@1"] == "11.0 ± 1.0" and v.loc["two-stream", "seeds"] == 3
     assert v.loc["one-stream exhaustive", "seconds"] == pytest.approx(0.4)  # median of the measured N = 4 repeats
     assert v.loc["one-stream exhaustive", "time source"] == "measured, median of 2"
-    far = report.end_to_end_seconds(results, "one-stream exhaustive", 100, 500)
+    far = end_to_end_seconds(results, "one-stream exhaustive", 100, 500)
     assert far == (pytest.approx(2e-3 * 600), "cost model")
-    assert report.end_to_end_seconds(tmp_path / "none", "two-stream", 4, 20) == (None, "benchmark not run")
+    assert end_to_end_seconds(tmp_path / "none", "two-stream", 4, 20) == (None, "benchmark not run")
     text = report.speed_sentence(pd.DataFrame(rows), results)
     assert "13.0 ± 1.0" in text and "(above it on the mean of both directions)" in text
 

@@ -19,11 +19,9 @@ import pandas as pd
 
 from .. import metric_names as N
 from ..runtime import atomic_write_json, manifest
+from .bench.costmodel import end_to_end_seconds
 from .views.tables import to_markdown
 
-# The paper's inference-time claim: a two-stream model needs "about 3/1000 of the inference time" of
-# a one-stream cross-encoder.
-PAPER_INFERENCE_RATIO = 3 / 1000
 # The downstream tasks (none trained by any loss) and their headline metric.
 TASK_METRICS = {
     "cross-modal, emoji test (mR)": N.EMOJI_MR,
@@ -201,29 +199,6 @@ def gap_sentence(gap: pd.DataFrame) -> str:
         parts = [f"{c} {r[c]:.3f}" for c in cols if isinstance(r[c], (int, float, np.floating))]
         lines.append(f"- Modality gap, {name}: " + ", ".join(parts) + ".")
     return "\n".join(lines) + "\n"
-
-
-METHOD_STRATEGY = {"two-stream": "two-stream", "two-stream + re-rank top 10": "rerank 10",
-                   "two-stream + re-rank top 50": "rerank 50", "one-stream exhaustive": "one-stream"}
-
-
-def end_to_end_seconds(results: Path | None, method: str, n: int, m: int) -> tuple[float | None, str]:
-    """(seconds, source) of one retrieval strategy at N images x M captions from the benchmark's
-    ``inference_cost_model.json``: the median of the measured repeats when the benchmark timed this N
-    (with M = 5 N), else its fitted cost model a (N + M) + b N M; (None, reason) when it has not run."""
-    path = None if results is None else Path(results) / "inference_cost_model.json"
-    if path is None or not path.exists():
-        return None, "benchmark not run"
-    cm = json.loads(path.read_text())
-    strategy = METHOD_STRATEGY.get(method)
-    if "fits" not in cm or strategy not in cm["fits"]:
-        return None, "benchmark has no end-to-end timing of this strategy"
-    pts = [p["seconds"] for p in cm["points"] if p["strategy"] == strategy and p["n_images"] == n and
-           p["n_captions"] == m]
-    if pts:
-        return float(np.median(pts)), f"measured, median of {len(pts)}"
-    fit = cm["fits"][strategy]
-    return float(fit["a"] * (n + m) + fit["b"] * n * m), "cost model"
 
 
 def speed_view(speed: pd.DataFrame, results: Path | None = None) -> pd.DataFrame:

@@ -32,9 +32,8 @@ import numpy as np
 import torch
 
 from ...runtime import atomic_write_json, atomic_write_text, manifest
-from ..report import PAPER_INFERENCE_RATIO
 from . import ASSUMPTIONS
-from .costmodel import COST_CSV_COLUMNS, NOT_DETERMINED
+from .costmodel import COST_CSV_COLUMNS, NOT_DETERMINED, PAPER_INFERENCE_RATIO
 from .endtoend import CAPS, STRATEGIES, fit_all, load_pipeline, measure, ratio_curve
 from .scale import eval_benchmark
 from .shapes import FULL, QUICK

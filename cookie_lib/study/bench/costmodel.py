@@ -26,8 +26,10 @@ models' sizes, not a constant: the benchmark reports the N at which it crosses t
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -37,6 +39,9 @@ from ...config import ModelConfig
 from ...model import HeadStack
 from .timing import count_flops
 
+# The paper's inference-time claim: a two-stream model needs "about 3/1000 of the inference time" of
+# a one-stream cross-encoder.
+PAPER_INFERENCE_RATIO = 3 / 1000
 COST_CSV_COLUMNS = ["model", "n_images", "n_captions", "two_stream_s", "one_stream_s", "ratio"]
 PAPER_CLASS = dict(dim=768, depth=12, heads=12, tokens=100)  # UNITER/ViLBERT-base joint transformer
 
@@ -160,3 +165,26 @@ def curve(two: CostModel, ones: dict[str, CostModel], ns, caps: float = 5.0) -> 
 __all__ = ["CostModel", "fit_cost_model", "ratio", "crossing_n", "crossing_reason", "limits", "derived_fields",
            "NOT_DETERMINED", "joint_flops_per_pair", "paper_class_model",
            "curve", "PAPER_CLASS", "COST_CSV_COLUMNS"]
+
+
+METHOD_STRATEGY = {"two-stream": "two-stream", "two-stream + re-rank top 10": "rerank 10",
+                   "two-stream + re-rank top 50": "rerank 50", "one-stream exhaustive": "one-stream"}
+
+
+def end_to_end_seconds(results: Path | None, method: str, n: int, m: int) -> tuple[float | None, str]:
+    """(seconds, source) of one retrieval strategy at N images x M captions from the benchmark's
+    ``inference_cost_model.json``: the median of the measured repeats when the benchmark timed this N
+    (with M = 5 N), else its fitted cost model a (N + M) + b N M; (None, reason) when it has not run."""
+    path = None if results is None else Path(results) / "inference_cost_model.json"
+    if path is None or not path.exists():
+        return None, "benchmark not run"
+    cm = json.loads(path.read_text())
+    strategy = METHOD_STRATEGY.get(method)
+    if "fits" not in cm or strategy not in cm["fits"]:
+        return None, "benchmark has no end-to-end timing of this strategy"
+    pts = [p["seconds"] for p in cm["points"] if p["strategy"] == strategy and p["n_images"] == n and
+           p["n_captions"] == m]
+    if pts:
+        return float(np.median(pts)), f"measured, median of {len(pts)}"
+    fit = cm["fits"][strategy]
+    return float(fit["a"] * (n + m) + fit["b"] * n * m), "cost model"

@@ -39,8 +39,8 @@ import torch
 from ...config import load_config, project_root, resolve_path
 from ...features import image_transform, load_image
 from ...model import CookieModel, build_encoders, visual_tokens_for
-from ..report import PAPER_INFERENCE_RATIO
-from .costmodel import CostModel, crossing_n, derived_fields, fit_cost_model, joint_flops_per_pair, PAPER_CLASS
+from .costmodel import (PAPER_CLASS, PAPER_INFERENCE_RATIO, CostModel, crossing_n, derived_fields, fit_cost_model,
+                        joint_flops_per_pair)
 from .timing import count_flops, sync
 
 CAPS = 5

@@ -287,9 +287,9 @@ def pareto_figure(table: list[dict], results: str | Path | None = None):
     """The speed/accuracy table (rows of :func:`cookie_lib.study.onestream.speed_accuracy_table`) as a Pareto
     figure: R@1 (mean of i2t and t2i; mean ± sd over seeds when the table has several per method) against time
     (log x) per gallery, one marker per method. The time is the benchmark's end-to-end retrieval time
-    (:func:`cookie_lib.study.report.end_to_end_seconds`) when ``results`` holds it, else the seconds over
+    (:func:`cookie_lib.study.bench.costmodel.end_to_end_seconds`) when ``results`` holds it, else the seconds over
     cached encoder tokens of the table itself (the axis says which)."""
-    from ..report import end_to_end_seconds
+    from ..bench.costmodel import end_to_end_seconds
 
     df = pd.DataFrame(table)
     df["r1"] = (df.i2t_r1 + df.t2i_r1) / 2
