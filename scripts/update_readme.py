@@ -1,7 +1,7 @@
 """Copy the headline tables of results/ into README.md (between the `<!-- results:... -->` and
 `<!-- bench:... -->` markers), so every number in the README's results section comes from the committed
 results files, and the inline figure counts of results/notebooks/ (between the `<!-- figures:... -->`
-markers). The blocks are built by :mod:`cookie_lib.study.report` and :mod:`cookie_lib.study.htmlreport`.
+markers). The blocks are built by :mod:`cookie_lib.study.views.report` and :mod:`cookie_lib.study.views.htmlreport`.
 
     .venv/bin/python scripts/update_readme.py          # rewrite the blocks
     .venv/bin/python scripts/update_readme.py --check  # exit 1 if README.md is out of date (used by tests)
@@ -15,8 +15,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from any folder, without installing the package
 
-from cookie_lib.study.report import update_readme_text  # noqa: E402
-from cookie_lib.study.htmlreport import update_figures_block  # noqa: E402
+from cookie_lib.study.views.report import update_readme_text  # noqa: E402
+from cookie_lib.study.views.htmlreport import update_figures_block  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -87,7 +87,7 @@ def test_quick_run_cost_model_json(quick_run):
     assert study.count("=== ") == 4 and "frozen step, bf16" in study and "self cpu" in study.lower()
     assert set(data["headline"]["study_step"]) == {f"{arm} {m}" for arm in ("frozen", f"finetune_k{FT_BLOCKS}")
                                                    for m in ("fp32", "bf16")}
-    from cookie_lib.study.report import bench_block
+    from cookie_lib.study.views.report import bench_block
     assert "The study's own training step" in bench_block(out)  # the README's benchmark block says it
     assert not list(out.glob(".*tmp*")), "a temporary file was left behind"
     with open(out / "inference_cost_model.csv", newline="") as f:

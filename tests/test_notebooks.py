@@ -160,7 +160,7 @@ def test_every_saved_figure_is_inline(executed_smoke):
 def test_report_of_the_executed_notebooks_embeds_every_figure(executed_smoke, tmp_path):
     import re
 
-    from cookie_lib.study import htmlreport
+    from cookie_lib.study.views import htmlreport
 
     folder, _ = executed_smoke
     pages = htmlreport.build_report(folder, tmp_path / "report")

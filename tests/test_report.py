@@ -1,11 +1,12 @@
-"""cookie_lib.study.report: summary table, Markdown writer, convergence and claims views, README blocks."""
+"""cookie_lib.study.views.report: summary table, Markdown writer, convergence and claims views, README blocks."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from cookie_lib.study import report as R
+from cookie_lib.study import analyses as A
+from cookie_lib.study.views import report as R
 from cookie_lib.study.views import tables
 
 from conftest import ROOT
@@ -56,7 +57,7 @@ def test_write_table_writes_csv_and_markdown(tmp_path):
 def test_convergence_table_changes_and_final_lr():
     results = [{"val_epochs": [{"rsum": 10.0}, {"rsum": 20.0}, {"rsum": 21.0}, {"rsum": 21.5}],
                 "history": [{"lr": 1.0}, {"lr": 0.5}, {"lr": 0.1}]}] * 2
-    t = R.convergence_table(results, ["rsum", "absent"])
+    t = A.convergence_table(results, ["rsum", "absent"])
     assert list(t.index) == ["rsum"]
     assert t.loc["rsum", "final"] == 21.5 and t.loc["rsum", "change, last epoch"] == 0.5
     assert t.loc["rsum", "change, last half"] == 0.5 and t.loc["rsum", "final lr / peak lr"] == 0.1
@@ -68,12 +69,12 @@ def test_plateau_rule_reads_the_mean_slope_over_seeds():
     rise = [{"val_epochs": [{"rsum": 6 * y} for y in (10, 12, 13, 14, 15)], "history": [{"lr": 1.0}]}]
     flat = [{"val_epochs": [{"rsum": 6 * y} for y in (10, 12, 13, 13.3, 12.9 + j)], "history": [{"lr": 1.0}]}
             for j in (0.0, 0.2)]
-    assert R.plateau_slope([10, 12, 13, 14, 15], 3) == pytest.approx(1.0)
-    t = R.convergence_by_variant({"rise": rise, "flat": flat}, rule={"window": 3, "delta": 0.1})
+    assert A.plateau_slope([10, 12, 13, 14, 15], 3) == pytest.approx(1.0)
+    t = A.convergence_by_variant({"rise": rise, "flat": flat}, rule={"window": 3, "delta": 0.1})
     assert not t.loc["rise", "at plateau"] and t.loc["flat", "at plateau"]
     assert t.loc["flat", "mR slope, last 3 epochs"] == pytest.approx(np.mean([-0.05, 0.05]))
     assert t.loc["rise", "epochs"] == 5 and np.isnan(t.loc["rise", "slope se"])  # one seed: no SE
-    text = R.convergence_conclusion(R.convergence_table(rise, ["rsum"]), pd.Series({"x": 2.0}),
+    text = R.convergence_conclusion(A.convergence_table(rise, ["rsum"]), pd.Series({"x": 2.0}),
                                     pd.Series({"x": 1.0}), t)
     assert "1 of 2 variants at their plateau" in text and "not at plateau: rise" in text
 

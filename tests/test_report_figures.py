@@ -13,7 +13,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from cookie_lib.study import htmlreport as H
+from cookie_lib.study.views import htmlreport as H
 from cookie_lib.study.views import figures
 
 matplotlib.use("Agg")

@@ -1,4 +1,4 @@
-"""The offline HTML report (cookie_lib.study.htmlreport, scripts/build_report.py) built from tiny notebooks
+"""The offline HTML report (cookie_lib.study.views.htmlreport, scripts/build_report.py) built from tiny notebooks
 executed here with nbclient: pages and contents exist, links resolve, and nothing loads from the network."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from cookie_lib.study import htmlreport as H
+from cookie_lib.study.views import htmlreport as H
 
 ROOT = Path(__file__).resolve().parents[1]
 

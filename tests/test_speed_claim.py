@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cookie_lib.study import report
+from cookie_lib.study.views import report
 from cookie_lib.study.views import tables
 from cookie_lib.study.bench.costmodel import PAPER_INFERENCE_RATIO, CostModel, crossing_n, derived_fields, end_to_end_seconds
 

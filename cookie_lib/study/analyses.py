@@ -233,6 +233,68 @@ def write_claim_tables(claims: pd.DataFrame, results, folder: str | Path) -> Non
     atomic_write_text(factorial_markdown(fac), folder / "table_factorial.md")
 
 
+# ----------------------------------------------------------------------------- training convergence and the plateau rule
+def convergence_table(results: list[dict], metrics: list[str]) -> pd.DataFrame:
+    """Per validation metric, mean over seeds: the value after the last epoch, its change over the last
+    epoch and over the last half of training, and the learning rate at the end relative to its peak. A
+    change near 0 while the learning rate is still > 0 means the plateau is the model's, not the schedule's."""
+    rows = []
+    for m in metrics:
+        curves = np.array([[e[m] for e in r["val_epochs"]] for r in results if all(m in e for e in r["val_epochs"])])
+        if curves.size == 0:
+            continue
+        half = curves.shape[1] // 2
+        rows.append({"metric": m, "final": curves[:, -1].mean(),
+                     "change, last epoch": (curves[:, -1] - curves[:, -2]).mean() if curves.shape[1] > 1 else np.nan,
+                     "change, last half": (curves[:, -1] - curves[:, half]).mean() if half else np.nan})
+    lr = [r["history"][-1]["lr"] / max(h["lr"] for h in r["history"]) for r in results]
+    df = pd.DataFrame(rows).set_index("metric").round(2)
+    df["final lr / peak lr"] = round(float(np.mean(lr)), 3)
+    return df
+
+
+def plateau_slope(val_mr: list[float], window: int) -> float:
+    """Least-squares slope (points per epoch) of the last ``window`` values of a validation curve:
+    sum_e (e - ebar)(y_e - ybar) / sum_e (e - ebar)^2 over those epochs (``scipy.stats.linregress``)."""
+    from scipy.stats import linregress
+
+    y = np.asarray(val_mr[-window:], dtype=float)
+    return float(linregress(np.arange(len(y)), y).slope) if len(y) >= 2 else float("nan")
+
+
+def plateau_rule(prereg: dict | None = None) -> dict:
+    """The pre-registered plateau rule (``docs/preregistration.yaml``, ``plateau``): ``window`` epochs,
+    ``delta`` points of validation mR per epoch."""
+    if prereg is None:
+        prereg = load_prereg()
+    rule = prereg.get("plateau") or {}
+    return {"window": int(rule.get("window", 3)), "delta": float(rule.get("delta", 0.1))}
+
+
+def convergence_by_variant(results: dict[str, list[dict]], metric: str = "rsum", rule: dict | None = None
+                           ) -> pd.DataFrame:
+    """:func:`convergence_table` of one validation metric for every variant (rows), so a reader sees whether
+    each compared model, not only COOKIE, had stopped improving while the learning rate was above zero;
+    and the plateau rule on validation mR = RSUM / 6: the mean over seeds of :func:`plateau_slope` over the
+    last ``rule['window']`` epochs, its standard error over seeds, and whether it is below ``rule['delta']``
+    (the variant is at its plateau). One epoch's change is mostly epoch-to-epoch jitter of a few tenths of
+    a point, so the rule reads the slope over a window, averaged over the seeds."""
+    rule = rule or plateau_rule()
+    rows = {}
+    for v, rs in results.items():
+        if not rs:
+            continue
+        row = convergence_table(rs, [metric]).iloc[0].to_dict()
+        slopes = [plateau_slope([e["rsum"] / 6 for e in r["val_epochs"]], rule["window"]) for r in rs]
+        row.update({"epochs": len(rs[0]["val_epochs"]),
+                    f"mR slope, last {rule['window']} epochs": round(float(np.mean(slopes)), 3),
+                    "slope se": round(float(np.std(slopes, ddof=1) / np.sqrt(len(slopes))), 3) if len(slopes) > 1
+                    else np.nan,
+                    "at plateau": bool(np.mean(slopes) < rule["delta"])})
+        rows[v] = row
+    return pd.DataFrame(rows).T.rename_axis("variant")
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m cookie_lib.study.analyses precision --pilot docs/pilot/per_query.npz [--out FILE]``."""
     import argparse

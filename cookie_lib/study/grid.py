@@ -1,7 +1,7 @@
 """The replication grid: model variants (:mod:`cookie_lib.study.variants`) x seeds, each trained once and
 evaluated on the downstream test sets.
 
-Tables and the report are in :mod:`cookie_lib.study.report`; the claims' verdicts in
+Tables and the report are in :mod:`cookie_lib.study.views.report`; the claims' verdicts in
 :mod:`cookie_lib.study.verdicts`.
 
 A finished run leaves ``runs/<profile>/<variant>/seed<k>/result.json`` (written atomically, holding its

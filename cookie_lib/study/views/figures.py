@@ -2,7 +2,7 @@
 downstream design matrix and the speed/accuracy Pareto figure (05), and the benchmark's inference-time and
 cost-model figures (``python -m cookie_lib.study.bench``); the retrieval pictures and the embedding-space
 figure are in :mod:`.qualitative`. Text, tables and the parsing of the benchmark CSV are in
-:mod:`cookie_lib.study.report`.
+:mod:`cookie_lib.study.views.report`.
 
 Every figure function returns a matplotlib Figure (the benchmark's two save theirs and return the path);
 ``save_figure`` writes it atomically (temp file in the same folder, then ``os.replace``), so an interrupted

@@ -258,7 +258,7 @@ def figures_block(notebook_dir: str | Path, shown_as: str = "results/notebooks")
     per executed notebook, from :func:`inline_counts`."""
     rows = inline_counts(notebook_dir)
     lines = [FIGURES_START, f"Inline outputs of the executed notebooks in `{shown_as}/` (counted by "
-             "`cookie_lib.study.htmlreport.inline_counts`):", "", "| notebook | inline figures | tables |",
+             "`cookie_lib.study.views.htmlreport.inline_counts`):", "", "| notebook | inline figures | tables |",
              "|---|---:|---:|"]
     lines += [f"| `{r['notebook']}` | {r['figures']} | {r['tables']} |" for r in rows]
     lines += [f"| total | {sum(r['figures'] for r in rows)} | {sum(r['tables'] for r in rows)} |", FIGURES_END]
