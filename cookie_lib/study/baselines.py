@@ -183,13 +183,13 @@ def profile_table(profile: str, extra: dict | None = None, test: DownstreamSuite
     from ..data import load_corpus
     from .profile import load_run_profile
 
-    run = load_run_profile(profile)
+    study = load_run_profile(profile)
     cfg = load_config(profile, extra)
     corpus = load_corpus(cfg)
     pre = split_features(cfg, corpus.split("train"), "train", cfg.train.num_views, resolve_path(cfg.data.dataset))
-    test = test or DownstreamSuite(cfg, emoji=run.downstream_emoji or None, oca=run.downstream_oca or None,
-                                   wordnet=run.downstream_wordnet or None)
-    val = DownstreamSuite(cfg, emoji=run.downstream_emoji or None, split="val")
+    test = test or DownstreamSuite(cfg, emoji=study.downstream_emoji or None, oca=study.downstream_oca or None,
+                                   wordnet=study.downstream_wordnet or None)
+    val = DownstreamSuite(cfg, emoji=study.downstream_emoji or None, split="val")
     whole = cfg.model.visual_layer == "all"
     pretrain = {"layer": pre, "whole": pre if whole else whole_network_images(cfg, pre)}
     tests = {"layer": test, "whole": test}

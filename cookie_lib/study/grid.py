@@ -60,14 +60,14 @@ def downstream_suite(profile: str, cfg: Config, progress: bool = True) -> Downst
 
     Only the encoder settings and the cache folder decide the cached features, so every variant of a
     profile shares one suite."""
-    run = load_run_profile(profile)
+    study = load_run_profile(profile)
     # a fine-tuned run's tails read the cached prefix: its suite caches the prefix's features (cookie_lib.prefix)
     tuned, full, cfg = finetuning(cfg), cfg.model, prefix_config(cfg)
     m = cfg.model
-    key = json.dumps([str(run.path), m.visual_backbone, m.visual_weights, m.visual_layer, m.image_size, m.text_model,
+    key = json.dumps([str(study.path), m.visual_backbone, m.visual_weights, m.visual_layer, m.image_size, m.text_model,
                       m.max_text_len, cfg.data.cache_dir, cfg.data.max_captions])
     if key not in _SUITES:
-        paths = {name: getattr(run, f"downstream_{name}") or None for name in ("emoji", "oca", "wordnet")}
+        paths = {name: getattr(study, f"downstream_{name}") or None for name in ("emoji", "oca", "wordnet")}
         _SUITES[key] = DownstreamSuite(cfg, **paths, progress=progress,
                                        encoders=prefix_encoders(full) if tuned else None)
     return _SUITES[key]
@@ -233,30 +233,30 @@ def _finished(profile, variant, seed, extra, runs_root) -> bool:
                                        variant)
 
 
-def study_jobs(run) -> list[tuple[str, int]]:
+def study_jobs(study) -> list[tuple[str, int]]:
     """(variant, seed) of every training run of a run profile's study: the frozen arm's PRIMARY x ``seeds``
     and SECONDARY x ``secondary_seeds``, the fine-tuned arm's FINETUNED and its BUDGET_MATCHED comparator x
     ``finetune_seeds``."""
-    return ([(v, s) for v in PRIMARY for s in run.seeds] + [(v, s) for v in SECONDARY for s in run.secondary_seeds]
-            + [(v, s) for v in LONG_BUDGET for s in run.finetune_seeds])
+    return ([(v, s) for v in PRIMARY for s in study.seeds] + [(v, s) for v in SECONDARY for s in study.secondary_seeds]
+            + [(v, s) for v in LONG_BUDGET for s in study.finetune_seeds])
 
 
-def study_runs(run, runs_root: str | Path = "runs") -> dict[str, list[dict]]:
+def study_runs(study, runs_root: str | Path = "runs") -> dict[str, list[dict]]:
     """Every training run of the study (:func:`study_jobs`), finished ones loaded: {variant: [result, ...]}."""
     out: dict[str, list[dict]] = {}
-    for v, s in study_jobs(run):
-        out.setdefault(v, []).append(run_one(run.profile, v, s, runs_root=runs_root, progress=False))
+    for v, s in study_jobs(study):
+        out.setdefault(v, []).append(run_one(study.profile, v, s, runs_root=runs_root, progress=False))
     return out
 
 
 def run_study(profile: str, runs_root: str | Path = "runs", progress: bool = True) -> pd.DataFrame:
     """The whole pre-registered study of a profile: PRIMARY x ``seeds``, SECONDARY x ``secondary_seeds``
     and the frozen baseline, as one frame (runs already finished are loaded, not retrained)."""
-    run = load_run_profile(profile)
-    jobs = study_jobs(run)
+    study = load_run_profile(profile)
+    jobs = study_jobs(study)
     # the cross-encoders start from the COOKIE run of their seed: queue COOKIE's runs first, then them, then
     # the rest, so no worker waits on a COOKIE run and none trains a cross-encoder alone at the end
-    onestream = [(ONESTREAM, s) for s in run.onestream_seeds]
+    onestream = [(ONESTREAM, s) for s in study.onestream_seeds]
     order = [j for j in jobs if j[0] == "cookie"] + onestream + [j for j in jobs if j[0] != "cookie"]
     results = dict(zip(order, _run_jobs(profile, order, None, runs_root, progress, None)))
     df = results_frame([results[j] for j in jobs] + [frozen_run(profile, runs_root=runs_root)])

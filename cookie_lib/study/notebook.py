@@ -1,12 +1,12 @@
 """The notebooks' setup in one call, so each notebook's setup cell is two lines::
 
     from cookie_lib.study.notebook import setup
-    run, RESULTS = setup(profile, globals())
+    study, RESULTS = setup(profile, globals())
 
 or, in the notebooks that look at the whole study (every run and the claims table)::
 
     from cookie_lib.study.notebook import setup_study
-    run, RESULTS, runs, claims = setup_study(profile, globals())
+    study, RESULTS, runs, claims = setup_study(profile, globals())
 
 The parameters cell holds only ``profile = "smoke"`` (the fast CI profile, since nbval cannot inject
 parameters); every other value comes from the profile file. ``globals()`` hands over what papermill
@@ -32,7 +32,7 @@ from .profile import RunProfile, load_run_profile, run_keys
 
 
 def setup(profile: str | Path, params: Mapping | None = None, quiet: bool = False) -> tuple[RunProfile, Path]:
-    """Load the run profile, set the environment, create the results folder; returns ``(run, results)``.
+    """Load the run profile, set the environment, create the results folder; returns ``(study, results)``.
 
     ``profile`` is a profile name or path. ``params`` is the notebook's namespace (``globals()``) or any
     mapping: its run-level keys (``results_dir``, ``seeds``, ...) override the file's; its ``profile`` (a name
@@ -45,25 +45,25 @@ def setup(profile: str | Path, params: Mapping | None = None, quiet: bool = Fals
     if not isinstance(profile, (str, Path)):
         raise ConfigError(f"notebook parameter profile={profile!r} must be a profile name or a path")
     overrides = {k: v for k, v in (params or {}).items() if k in run_keys() and k not in ("profile", CONFIG_KEY)}
-    run = load_run_profile(profile, overrides)
-    results = run.results_path
+    study = load_run_profile(profile, overrides)
+    results = study.results_path
     results.mkdir(parents=True, exist_ok=True)
     if not quiet:
-        print("profile:", run.profile, "| dataset:", run.config.data.dataset, "| seeds:", run.seeds,
-              "| results ->", run.results_dir)  # as configured: no machine-specific absolute path in outputs
-    return run, results
+        print("profile:", study.profile, "| dataset:", study.config.data.dataset, "| seeds:", study.seeds,
+              "| results ->", study.results_dir)  # as configured: no machine-specific absolute path in outputs
+    return study, results
 
 
 def setup_study(profile: str | Path, params: Mapping | None = None, quiet: bool = False
                 ) -> tuple[RunProfile, Path, pd.DataFrame, pd.DataFrame]:
-    """:func:`setup`, then every run of the profile's study and its claims table: ``(run, results, runs, claims)``.
+    """:func:`setup`, then every run of the profile's study and its claims table: ``(study, results, runs, claims)``.
 
     ``runs`` is :func:`cookie_lib.study.grid.run_study` (trains what is missing, loads the rest: after
     ``run_all.sh`` everything is loaded) and ``claims`` :func:`cookie_lib.study.analyses.study_claims` of
     them, the whole Holm family computed once and written to ``results/claims.csv``."""
     from . import analyses, grid  # heavy: only the notebooks that look at the study import them
 
-    run, results = setup(profile, params, quiet)
-    runs = grid.run_study(run.profile)
-    claims = analyses.study_claims(runs, results / "claims.csv", run.bootstrap_resamples)
-    return run, results, runs, claims
+    study, results = setup(profile, params, quiet)
+    runs = grid.run_study(study.profile)
+    claims = analyses.study_claims(runs, results / "claims.csv", study.bootstrap_resamples)
+    return study, results, runs, claims

@@ -10,47 +10,47 @@ from .common import unprefixed
 from .leakage import leakage_counts
 
 
-def corpus_paths(run) -> dict[str, Path]:
+def corpus_paths(study) -> dict[str, Path]:
     """The study's data files of a run profile: the pre-training corpus and each configured downstream set."""
     from ...config import resolve_path
 
-    paths = {"pretrain": resolve_path(run.config.data.dataset)}
-    for name, value in (("emoji", run.downstream_emoji), ("openclipart", run.downstream_oca),
-                        ("wordnet", run.downstream_wordnet)):
+    paths = {"pretrain": resolve_path(study.config.data.dataset)}
+    for name, value in (("emoji", study.downstream_emoji), ("openclipart", study.downstream_oca),
+                        ("wordnet", study.downstream_wordnet)):
         if value:
             paths[name] = resolve_path(value)
     return paths
 
 
-def _corpora(run) -> dict:
+def _corpora(study) -> dict:
     """Validated KarpathyCorpus per image corpus of the run (every image decoded once)."""
     from ...config import resolve_path
     from ...data import validate_karpathy
 
-    root = run.config.data.image_root
+    root = study.config.data.image_root
     out = {}
-    for name, path in corpus_paths(run).items():
+    for name, path in corpus_paths(study).items():
         if name != "wordnet":
             out[name] = validate_karpathy(path, resolve_path(root) if name == "pretrain" and root else None)
     return out
 
 
-def counts_table(run):
+def counts_table(study):
     """Images, captions and keys (concepts) per corpus and split, as a DataFrame indexed by (corpus, split)."""
     import pandas as pd
 
-    rows = [{"corpus": name, "split": split, **c} for name, corpus in _corpora(run).items()
+    rows = [{"corpus": name, "split": split, **c} for name, corpus in _corpora(study).items()
             for split, c in sorted(corpus.counts().items(), key=lambda kv: ("train", "val", "test").index(kv[0])
                                    if kv[0] in ("train", "val", "test") else 9)]
     return pd.DataFrame(rows).set_index(["corpus", "split"])
 
 
-def leak_check(run) -> dict[str, int]:
+def leak_check(study) -> dict[str, int]:
     """Counts that must be 0 for the protocol to hold: downstream test images or emoji test concepts in the
     pre-training corpus, emoji families spanning two splits and, with both image corpora, the other
     "must be 0" checks of ``leakage_counts`` (caption overlaps, titles, sibling groups); plus Open Clip
     Art drawings dropped as near-copies of an emoji design (informative)."""
-    corpora = _corpora(run)
+    corpora = _corpora(study)
     pre = [r for r in corpora["pretrain"].records if r.split != "test"]  # what training reads: train (+restval), val
     pre_paths = {r.path.resolve() for r in pre}
     pre_keys = {unprefixed(r.key) for r in pre}
@@ -71,7 +71,7 @@ def leak_check(run) -> dict[str, int]:
         out["families spanning splits"] = sum(len(s) > 1 for s in splits.values())
     if "emoji" in corpora and "openclipart" in corpora:
         # the caption, title and sibling checks of the build (leakage_counts), those that must be 0
-        wn = corpus_paths(run).get("wordnet")
+        wn = corpus_paths(study).get("wordnet")
         docs = [json.loads(corpora[n].json_path.read_text(encoding="utf-8")) for n in ("pretrain", "emoji", "openclipart")]
         docs.append(json.loads(wn.read_text(encoding="utf-8")) if wn is not None else None)
         for name, v in leakage_counts(*docs).items():
@@ -85,21 +85,21 @@ def leak_check(run) -> dict[str, int]:
     return out
 
 
-def caption_kind_table(run):
+def caption_kind_table(study):
     """Captions per corpus and kind, with the share within the corpus and whether the kind is templated."""
     import pandas as pd
 
     from ..views.figures import caption_kinds
 
-    frames = [caption_kinds(c).assign(corpus=name) for name, c in _corpora(run).items() if name != "pretrain"]
+    frames = [caption_kinds(c).assign(corpus=name) for name, c in _corpora(study).items() if name != "pretrain"]
     return pd.concat(frames).set_index(["corpus", "kind"])
 
 
-def contact_sheets(run) -> dict:
+def contact_sheets(study) -> dict:
     """Figures: the emoji designs of a few concepts with their captions; Open Clip Art drawings with titles."""
     from ..views.figures import contact_sheet, drawing_sheet
 
-    corpora = _corpora(run)
+    corpora = _corpora(study)
     sheets = {}
     if "emoji" in corpora:
         sheets["emoji"] = contact_sheet(corpora["emoji"], n_concepts=8)
@@ -108,11 +108,11 @@ def contact_sheets(run) -> dict:
     return sheets
 
 
-def wordnet_summary(run):
+def wordnet_summary(study):
     """The WordNet task in numbers and three example pairs (lemma -> gloss), as a two-column DataFrame."""
     import pandas as pd
 
-    path = corpus_paths(run).get("wordnet")
+    path = corpus_paths(study).get("wordnet")
     if path is None:
         return pd.DataFrame({"value": []})
     doc = json.loads(path.read_text(encoding="utf-8"))

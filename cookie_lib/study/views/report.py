@@ -242,16 +242,16 @@ def _inference_claim_v1(cm: dict) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------- summary.md, manifest
-def summary_markdown(run, runs: pd.DataFrame, claims: pd.DataFrame, inference: pd.DataFrame | None) -> str:
+def summary_markdown(study, runs: pd.DataFrame, claims: pd.DataFrame, inference: pd.DataFrame | None) -> str:
     """``summary.md``: headline metrics per variant (frozen baseline included), the claims in prose
     (generated from the claims table), the claims table, and the inference-time answer."""
     from .claims import claims_prose
 
     headline = summary_table(runs, HEADLINE_METRICS)
-    conv = run.results_path / "table_convergence_variants.csv"  # written by notebook 02
+    conv = study.results_path / "table_convergence_variants.csv"  # written by notebook 02
     plateau = plateau_note(pd.read_csv(conv, index_col=0), claims) if conv.exists() else ""
-    parts = [f"# COOKIE replication: results ({run.profile} profile)", "",
-             f"Primary variants: seeds {run.seeds}; secondary: seeds {run.secondary_seeds}. Downstream test sets "
+    parts = [f"# COOKIE replication: results ({study.profile} profile)", "",
+             f"Primary variants: seeds {study.seeds}; secondary: seeds {study.secondary_seeds}. Downstream test sets "
              "(never trained on); mean ± std over seeds, every metric out of 100 (mR = RSUM / 6).", "",
              "## Headline metrics", "", to_markdown(headline),
              "## Claims", "", claims_prose(claims), plateau,
@@ -261,16 +261,16 @@ def summary_markdown(run, runs: pd.DataFrame, claims: pd.DataFrame, inference: p
     return "\n".join(parts)
 
 
-def write_manifest(run, runs: pd.DataFrame, results: Path) -> dict:
+def write_manifest(study, runs: pd.DataFrame, results: Path) -> dict:
     """``manifest.json``: config, versions, commit (from :func:`cookie_lib.runtime.manifest`), the profile's
     run-level keys, the pre-registration's sha256 and the list of runs."""
     from ..prereg import load_prereg, prereg_sha256
 
     run_list = runs[["variant", "seed", "train_seconds"]].astype(object).where(runs[["variant", "seed",
                                                                                         "train_seconds"]].notna(), None)
-    man = manifest(run.config.to_dict(), profile=run.profile, seeds=run.seeds, secondary_seeds=run.secondary_seeds,
+    man = manifest(study.config.to_dict(), profile=study.profile, seeds=study.seeds, secondary_seeds=study.secondary_seeds,
                    preregistration_sha256=prereg_sha256(), preregistration_version=load_prereg().get("version"),
-                   bootstrap_resamples=run.bootstrap_resamples, runs=run_list.to_dict("records"), n_runs=int(runs.seed.notna().sum()),
+                   bootstrap_resamples=study.bootstrap_resamples, runs=run_list.to_dict("records"), n_runs=int(runs.seed.notna().sum()),
                    total_train_seconds=float(runs.train_seconds.sum()))
     atomic_write_json(man, Path(results) / "manifest.json")
     return man
