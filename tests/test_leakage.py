@@ -14,7 +14,7 @@ from cookie_lib.study.corpora import families as F
 from cookie_lib.study.corpora import leakage as L
 from cookie_lib.study.corpora import openclipart as O
 from cookie_lib.study.corpora import pretrain as P
-from cookie_lib.study.corpora import readme as R
+from cookie_lib.study.views import datareadme as R
 from cookie_lib.study.corpora.common import norm_text
 from cookie_lib.study.corpora.splits import assign_splits
 

@@ -13,8 +13,8 @@ describes each). Modules:
 - :mod:`.wordnet` - the WordNet 3.1 lemma -> gloss text-matching task.
 - :mod:`.pretrain` - the pre-training corpus (Open Clip Art + emoji train/val images).
 - :mod:`.splits` - the seeded, stratified, family-grouped train/val/test split of both image corpora.
-- :mod:`.leakage` - the checks between pre-training and the downstream test sets;
-  :mod:`.readme` - the leakage table it writes into data/README.md.
-- :mod:`.overview` - the tables, figures and closing text of notebook 01.
+- :mod:`.leakage` - the checks between pre-training and the downstream test sets (the table they write
+  into data/README.md, and notebook 01's tables and text of the corpora, are in :mod:`cookie_lib.study.views`:
+  ``datareadme``, ``corpora``).
 - :mod:`.common` - data/ paths, tokens and text normalisation, the corpus key prefixes.
 """

@@ -22,7 +22,7 @@ from pathlib import Path
 from .build import build_all
 from .common import DATA_DIR
 from .leakage import built_leakage, check_leakage
-from .readme import leakage_table, write_readme_table
+from ..views.datareadme import leakage_table, write_readme_table
 
 
 def main(argv=None) -> int:

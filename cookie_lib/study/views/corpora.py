@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .common import unprefixed
-from .leakage import leakage_counts
+from ..corpora.common import unprefixed
+from ..corpora.leakage import leakage_counts
 
 
 def corpus_paths(study) -> dict[str, Path]:
@@ -89,7 +89,7 @@ def caption_kind_table(study):
     """Captions per corpus and kind, with the share within the corpus and whether the kind is templated."""
     import pandas as pd
 
-    from ..views.figures import caption_kinds
+    from .figures import caption_kinds
 
     frames = [caption_kinds(c).assign(corpus=name) for name, c in _corpora(study).items() if name != "pretrain"]
     return pd.concat(frames).set_index(["corpus", "kind"])
@@ -97,7 +97,7 @@ def caption_kind_table(study):
 
 def contact_sheets(study) -> dict:
     """Figures: the emoji designs of a few concepts with their captions; Open Clip Art drawings with titles."""
-    from ..views.figures import contact_sheet, drawing_sheet
+    from .figures import contact_sheet, drawing_sheet
 
     corpora = _corpora(study)
     sheets = {}

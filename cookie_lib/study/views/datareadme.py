@@ -1,14 +1,14 @@
 """The generated part of data/README.md: the leakage table of the built corpora.
 
 ``python -m cookie_lib.study.corpora leakage --write-readme`` replaces the text between ``README_BEGIN``
-and ``README_END`` with ``leakage_table`` of ``leakage.built_leakage``; everything else in data/README.md
+and ``README_END`` with ``leakage_table`` of ``corpora.leakage.built_leakage``; everything else in data/README.md
 is written by hand.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from .common import DATA_DIR
+from ..corpora.common import DATA_DIR
 
 
 def leakage_table(counts: dict) -> str:
