@@ -1,8 +1,7 @@
 """The study's tables as DataFrames and everything it writes as text from them: ``summary.md``, ``manifest.json`` and the README's
 generated blocks. The notebooks and ``scripts/update_readme.py`` use it, so a number reaches the README
 only through these functions; the verdicts themselves come from :mod:`cookie_lib.study.verdicts`, the Markdown
-table writer from :mod:`cookie_lib.study.views.tables`. Over 400 lines because each function here is one table or
-text block of the same results frame, and the README gets its numbers only through this one module.
+table writer from :mod:`cookie_lib.study.views.tables`.
 
     from cookie_lib.study.views.report import summary_table
     from cookie_lib.study.views.tables import to_markdown
