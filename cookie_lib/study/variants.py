@@ -53,7 +53,7 @@ PRIMARY = ["cookie", "cross_modal_only", "separate_1", "separate_2"]
 SECONDARY = ["depth_0", "depth_1"]
 LOSS_ABLATION = FINETUNED + ["cookie", "cross_modal_only"]
 HEAD_ABLATION = ["cookie", "separate_1", "separate_2", "depth_0", "depth_1"]
-STUDIED = FINETUNED + BUDGET_MATCHED + PRIMARY + SECONDARY  # every trained variant of the study, in the tables' order
+STUDIED = LONG_BUDGET + PRIMARY + SECONDARY  # every trained variant of the study, in the tables' order
 # Variants whose model.depth is derived from the profile's (cookie's) depth L by matched_depth, so that their two
 # separate stacks hold as many head parameters as cookie's one shared stack (at the default L = 2: 1 + 1 layers).
 PARAMETER_MATCHED = ["separate_1"]

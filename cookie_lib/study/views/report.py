@@ -18,8 +18,6 @@ import pandas as pd
 
 from ... import metric_names as N
 from ...runtime import atomic_write_json, manifest
-from ..analyses import plateau_rule
-from ..bench.costmodel import end_to_end_seconds
 from .tables import to_markdown
 
 # The downstream tasks (none trained by any loss) and their headline metric.
@@ -84,6 +82,7 @@ def plateau_note(conv: pd.DataFrame, claims: pd.DataFrame) -> str:
     """One line for the claims: how many variants met the pre-registered plateau rule (``conv`` = the
     convergence table of :func:`convergence_by_variant`, its CSV read back) and which contrasts involve a
     variant that did not (their verdicts stand, flagged: they compare models still improving)."""
+    from ..analyses import plateau_rule  # lazy: statsmodels is only needed here
     if "at plateau" not in conv:
         return ""
     at = conv["at plateau"].astype(str).str.lower().isin(["true", "1"])
@@ -101,6 +100,7 @@ def plateau_note(conv: pd.DataFrame, claims: pd.DataFrame) -> str:
 def convergence_conclusion(conv: pd.DataFrame, first: pd.Series, last: pd.Series,
                            by_variant: pd.DataFrame | None = None) -> str:
     """Closing text of notebook 02, generated from its convergence table and loss means."""
+    from ..analyses import plateau_rule  # lazy: statsmodels is only needed here
     falls = ", ".join(f"{k} {first[k]:.2f} -> {last[k]:.2f}" for k in first.index)
     lines = [f"- Every loss term falls (mean of the first vs the last 20 % of steps: {falls})."]
     for m, r in conv.iterrows():
@@ -144,6 +144,7 @@ def speed_view(speed: pd.DataFrame, results: Path | None = None) -> pd.DataFrame
     cross-encoder's seeds, distinct pairs the joint model scored, and the end-to-end retrieval time of
     the benchmark (:func:`end_to_end_seconds`: measured at this N, else its cost model) when ``results``
     holds it. ``speed`` has one row per seed (:func:`cookie_lib.study.grid.speed_accuracy`)."""
+    from ..bench.costmodel import end_to_end_seconds  # lazy: imports torch
     keys = ["gallery", "n_images", "n_captions", "method", "k"]
     g = speed.groupby(keys, sort=False, dropna=False)
 
