@@ -45,6 +45,9 @@ class ModelConfig:
     heads: int = 4
     mlp_ratio: float = 4.0
     dropout: float = 0.1  # also gives the textual loss its SimCSE-style dropout views
+    # how dropout masks are drawn (cookie_lib.masks): "bits" = 16-bit uniforms from 64-bit words, 8x fewer draws
+    # than "bernoulli" (nn.Dropout), the same distribution up to p quantised to 1/65536; a different random stream
+    dropout_masks: Literal["bernoulli", "bits"] = "bernoulli"
     shared: bool = True  # False = two stacks of identical shape (the ablation): depth 1 = parameter-matched, depth 2 = compute-matched
     layer_scale_init: float = 0.0  # LayerScale of every residual branch at init; 0 = a depth-L head starts as depth 0 (nested depths)
     modality_embedding: bool = False  # a learned per-modality vector added before every block of the shared head
@@ -78,7 +81,10 @@ class TrainConfig:
     weight_decay: float = 0.05
     warmup_steps: int = 50
     grad_accum: int = 1
-    amp: Literal["none", "bf16"] = "none"  # bf16 autocast, for GPUs
+    # bf16 autocast; "auto" = bf16 where the device multiplies bf16 natively (a CUDA GPU with bf16, a CPU with
+    # AVX-512/AMX), else none: on an AVX2-only CPU bf16 is emulated and a step is ~6x slower than fp32.
+    # Resolved when the config is read (:func:`resolve_amp`), so a run's stored config names what ran.
+    amp: Literal["none", "bf16", "auto"] = "none"
     num_views: int = 4  # augmented views per image cached for the visual loss (view 0 is un-augmented)
     grid_flip: bool = False  # also draw horizontally mirrored token grids of the cached views (2x the views, ~free)
     min_lr_ratio: float = 0.0  # cosine decays to lr x this (0 = to zero, the old schedule); 0.1 keeps learning at the end
@@ -121,7 +127,7 @@ class Config:
 
 
 # (section, key) of options added after runs were stored: omitted from to_dict() at their default
-OMIT_IF_DEFAULT = (("model", "finetune_visual_blocks"), ("model", "finetune_text_layers"),
+OMIT_IF_DEFAULT = (("model", "finetune_visual_blocks"), ("model", "finetune_text_layers"), ("model", "dropout_masks"),
                    ("train", "plateau_delta"), ("train", "plateau_patience"))
 
 
@@ -247,9 +253,29 @@ def _get(cfg: Config, dotted: str) -> Any:
     return obj
 
 
+def native_bf16(device: str = "auto") -> bool:
+    """Whether ``device`` ("auto", "cpu", "cuda[:N]") multiplies bf16 natively: a CUDA GPU that supports bf16,
+    or a CPU on which oneDNN has a bf16 path (AVX-512 or AMX; ``torch.ops.mkldnn._is_mkldnn_bf16_supported``).
+    An AVX2-only CPU emulates bf16 matmuls, far slower than fp32 ones."""
+    import torch
+    cuda = torch.cuda.is_available() and device != "cpu"
+    if cuda:
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_amp(cfg: Config) -> Config:
+    """Replace ``train.amp = "auto"`` by "bf16" or "none" (:func:`native_bf16` of ``train.device``), so that
+    the config, and every run record written from it, names the precision that actually ran."""
+    if cfg.train.amp == "auto":
+        cfg.train.amp = "bf16" if native_bf16(cfg.train.device) else "none"
+    return cfg
+
+
 def config_from_dict(values: dict | None = None, overrides: dict | None = None) -> Config:
-    """Build and validate a Config from nested ``values`` plus dotted ``overrides``."""
-    return validate(_build(Config, apply_overrides(values or {}, overrides), ""))
+    """Build and validate a Config from nested ``values`` plus dotted ``overrides`` (``train.amp: auto``
+    resolved by :func:`resolve_amp`)."""
+    return resolve_amp(validate(_build(Config, apply_overrides(values or {}, overrides), "")))
 
 
 # ----------------------------------------------------------------------------- profiles and overrides

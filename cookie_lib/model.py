@@ -37,6 +37,7 @@ import torchvision
 from torch import nn
 
 from .config import Config, ModelConfig, resolve_path
+from .masks import attention, use_bits_masks
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -224,8 +225,10 @@ class HeadBlock(nn.Module):
     so a deeper head starts as the shallower one.
     """
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float, layer_scale_init: float):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float, layer_scale_init: float,
+                 masks: str = "bernoulli"):
         super().__init__()
+        self.masks = masks  # how dropout masks are drawn (cookie_lib.masks)
         self.norm1 = nn.LayerNorm(dim)
         self.self_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
         self.ls1 = LayerScale(dim, layer_scale_init)
@@ -238,7 +241,7 @@ class HeadBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         h = self.norm1(x)
-        attn = self.self_attn(h, h, h, key_padding_mask=None if mask is None else ~mask, need_weights=False)[0]
+        attn = attention(self.self_attn, h, None if mask is None else ~mask, self.masks)
         x = x + self.ls1(self.drop(attn))
         return x + self.ls2(self.drop(self.linear2(self.drop(F.gelu(self.linear1(self.norm2(x)))))))
 
@@ -259,8 +262,8 @@ class HeadStack(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.input_drop = nn.Dropout(cfg.dropout)
-        self.layers = nn.ModuleList([HeadBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.dropout, cfg.layer_scale_init)
-                                     for _ in range(cfg.depth)])
+        self.layers = nn.ModuleList([HeadBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.dropout, cfg.layer_scale_init,
+                                               cfg.dropout_masks) for _ in range(cfg.depth)])
         self.norm = nn.LayerNorm(cfg.dim, elementwise_affine=False)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
@@ -328,6 +331,8 @@ class CookieModel(nn.Module):
         else:
             self.visual_transformer = HeadStack(cfg)
             self.text_transformer = HeadStack(cfg)
+        if cfg.dropout_masks == "bits":  # the head's and the trained text layers' dropout (cookie_lib.masks)
+            use_bits_masks(self)
 
     def _stack(self, modality: str) -> HeadStack:
         return self.shared_transformer if self.cfg.shared else getattr(self, f"{modality}_transformer")

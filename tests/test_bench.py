@@ -61,7 +61,8 @@ def test_quick_run_writes_tidy_csv(quick_run):
     # ceiling of its own precision measured in the same run
     from cookie_lib.study.variants import FT_BLOCKS
     study = {(r["variant"], r["mode"], r["metric"]): float(r["value"]) for r in rows if r["benchmark"] == "study_step"}
-    for arm in ("frozen", f"finetune_k{FT_BLOCKS}"):
+    arms = [f"{a}{m}" for a in ("frozen", f"finetune_k{FT_BLOCKS}") for m in ("", " bits")]  # both mask kinds
+    for arm in arms:
         for mode in ("fp32", "bf16"):
             for metric in ("pairs_per_s", "flops_per_step", "achieved_flops_per_s", "fraction_of_ceiling"):
                 assert study[(arm, mode, metric)] > 0, (arm, mode, metric)
@@ -84,9 +85,10 @@ def test_quick_run_cost_model_json(quick_run):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "self cpu" in (out / "profile_train_step.txt").read_text().lower()
     study = (out / "profile_study_step.txt").read_text()
-    assert study.count("=== ") == 4 and "frozen step, bf16" in study and "self cpu" in study.lower()
-    assert set(data["headline"]["study_step"]) == {f"{arm} {m}" for arm in ("frozen", f"finetune_k{FT_BLOCKS}")
-                                                   for m in ("fp32", "bf16")}
+    assert study.count("=== ") == 8 and "frozen step, bf16" in study and "frozen bits step, fp32" in study
+    assert "self cpu" in study.lower()
+    assert set(data["headline"]["study_step"]) == {f"{arm}{k} {m}" for arm in ("frozen", f"finetune_k{FT_BLOCKS}")
+                                                   for k in ("", " bits") for m in ("fp32", "bf16")}
     from cookie_lib.study.views.report import bench_block
     assert "The study's own training step" in bench_block(out)  # the README's benchmark block says it
     assert not list(out.glob(".*tmp*")), "a temporary file was left behind"

@@ -15,7 +15,9 @@ For the profile's config (k = 0, frozen encoders on cached features) and its fin
   precision (float32, or bfloat16 tensors: what an autocast matmul runs), measured in the same process at
   the same thread count (:func:`cookie_lib.study.bench.timing.matmul_ceiling`); on wall seconds (step
   and ceiling), and on CPU seconds (step and ceiling), the second robust to other processes on the cores;
-* a torch.profiler table per config (top ops by self CPU time), written to ``profile_study_step.txt``.
+* a torch.profiler table per config (top ops by self CPU time), written to ``profile_study_step.txt``;
+* every config twice: with the dropout masks of ``nn.Dropout`` (Bernoulli draws, the committed runs') and
+  with ``model.dropout_masks: bits`` (:mod:`cookie_lib.masks`), rows ``<arm> bits``.
 
 Threads: ``threads`` (default 1, what each of the grid's ``workers`` training processes runs with).
 """
@@ -34,6 +36,7 @@ from ...step import epoch_batches, step_generator, train_step
 from .timing import Rows, count_flops, matmul_ceiling
 
 AMPS = ("none", "bf16")
+MASKS = ("bernoulli", "bits")  # model.dropout_masks (cookie_lib.masks); the bits rows are named "<arm> bits"
 DTYPE = {"none": torch.float32, "bf16": torch.bfloat16}
 LABEL = {"none": "fp32", "bf16": "bf16"}
 
@@ -112,8 +115,11 @@ def study_step_benchmark(rows: Rows, profile: str, out: Path, sizes: dict, threa
         result, texts = {"ceilings": {LABEL[a]: c for a, c in ceilings.items()},
                          "ceilings_cpu_time": {LABEL[a]: c for a, c in cpu_ceilings.items()}, "threads": threads,
                          "ft_blocks": FT_BLOCKS}, []
-        for arm, overrides in (("frozen", {}), (f"finetune_k{FT_BLOCKS}", FINETUNE)):
-            cfg = load_config(profile, {**overrides, "train.num_threads": threads, "train.checkpoint_every": 0})
+        arms = [(a, o, m) for a, o in (("frozen", {}), (f"finetune_k{FT_BLOCKS}", FINETUNE)) for m in MASKS]
+        for base, overrides, masks in arms:
+            arm = base if masks == "bernoulli" else f"{base} {masks}"
+            cfg = load_config(profile, {**overrides, "model.dropout_masks": masks, "train.num_threads": threads,
+                                        "train.checkpoint_every": 0})
             with tempfile.TemporaryDirectory() as tmp:
                 t0 = time.perf_counter()
                 tr = Trainer(cfg, Path(tmp) / arm, progress=False, corpus=corpus)
