@@ -187,3 +187,14 @@ def test_gpu_check_runs_on_cpu(tmp_path):
     for tag in ("[smoke train]", "[smoke eval]", "[train d256 L2", "[inference N=10]", "gpu_check finished"):
         assert tag in text, tag
 
+
+
+def test_study_step_only_writes_its_own_files(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "cookie_lib.study.bench", "--quick", "--study-step-only",
+                           "--out", str(tmp_path)], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads((tmp_path / "study_step.json").read_text())
+    assert data["profile"] == "smoke" and isinstance(data["native_bf16"], bool) and data["cpu_capability"]
+    assert {"frozen fp32", "frozen bits fp32"} <= set(data["study_step"])
+    assert (tmp_path / "profile_study_step.txt").exists() and not (tmp_path / "benchmarks.csv").exists()
+    assert "frozen bits" in proc.stdout and "pairs/s" in proc.stdout

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ...config import native_bf16
 from ...runtime import atomic_write_json, atomic_write_text, manifest
 from . import ASSUMPTIONS
 from .costmodel import COST_CSV_COLUMNS, NOT_DETERMINED, PAPER_INFERENCE_RATIO
@@ -99,6 +100,36 @@ def inference_benchmark(rows: Rows, device: torch.device, sizes: dict, out: Path
     return result
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("" where there is none)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "")
+
+
+def study_step_only(a) -> int:
+    """``--study-step-only``: :func:`study_step_benchmark` alone, with the machine it ran on in the record."""
+    out, profile = Path(a.out), a.profile or ("smoke" if a.quick else "default")
+    out.mkdir(parents=True, exist_ok=True)
+    rows = Rows()
+    rows.add("environment", "cpu", "load_avg_1min_start", os.getloadavg()[0], "load",
+             f"os.getloadavg() on {os.cpu_count()} CPUs: other processes share these cores", device="cpu")
+    study = study_step_benchmark(rows, profile, out, dict(QUICK if a.quick else FULL), threads=a.study_threads)
+    rows.add("environment", "cpu", "load_avg_1min_end", os.getloadavg()[0], "load", "os.getloadavg()", device="cpu")
+    for key, v in study.items():
+        if isinstance(v, dict) and "pairs_per_s" in v:
+            print(f"  {key:24s} {v['pairs_per_s']:7.1f} pairs/s, {100 * v['fraction_of_ceiling']:5.1f} % of its "
+                  f"precision's matmul ceiling ({100 * v['fraction_of_ceiling_cpu_time']:.1f} % on CPU time)")
+    atomic_write_text(rows.csv_text(), out / "study_step.csv")
+    atomic_write_json(manifest(None, benchmark="cookie_lib.study.bench --study-step-only", profile=profile,
+                               cpu_model=cpu_model(), cpu_capability=torch.backends.cpu.get_cpu_capability(),
+                               native_bf16=native_bf16("cpu"), study_step=study, rows=rows.rows), out / "study_step.json")
+    print(f"wrote {out / 'study_step.csv'}, {out / 'study_step.json'}, {out / 'profile_study_step.txt'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cookie_lib.study.bench",
                                 description="COOKIE systems benchmarks (see cookie_lib.study.bench).")
@@ -116,7 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = torch's default")
     p.add_argument("--study-threads", type=int, default=1, help="threads of the study-step benchmark (default 1, "
                    "as each of the grid's training processes)")
+    p.add_argument("--study-step-only", action="store_true", help="time only the study's training step (both "
+                   "precisions, both dropout mask kinds): writes study_step.csv, study_step.json and "
+                   "profile_study_step.txt to --out, a few minutes; for comparing machines")
     a = p.parse_args(argv)
+    if a.study_step_only:
+        return study_step_only(a)
     if a.threads:
         torch.set_num_threads(a.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
