@@ -189,12 +189,24 @@ def test_gpu_check_runs_on_cpu(tmp_path):
 
 
 
-def test_study_step_only_writes_its_own_files(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "cookie_lib.study.bench", "--quick", "--study-step-only",
+def test_study_cost_writes_its_own_files(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "cookie_lib.study.bench", "--quick", "--study-cost",
                            "--out", str(tmp_path)], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    data = json.loads((tmp_path / "study_step.json").read_text())
+    data = json.loads((tmp_path / "study_cost.json").read_text())
     assert data["profile"] == "smoke" and isinstance(data["native_bf16"], bool) and data["cpu_capability"]
     assert {"frozen fp32", "frozen bits fp32"} <= set(data["study_step"])
     assert (tmp_path / "profile_study_step.txt").exists() and not (tmp_path / "benchmarks.csv").exists()
     assert "frozen bits" in proc.stdout and "pairs/s" in proc.stdout
+    # the projection: every job of the smoke study, each variant timed once per mask setting
+    from cookie_lib.study.grid import study_jobs
+    from cookie_lib.study.profile import load_run_profile
+    proj = data["projection"]
+    jobs = study_jobs(load_run_profile("smoke"))
+    assert proj["jobs"] == [list(j) for j in jobs] and set(proj["configs"]) == {v for v, _ in jobs}
+    for name, total in proj["training_s"].items():
+        runs = sum(proj["configs"][v][name]["run_s"] for v, _ in jobs)
+        assert total == pytest.approx(runs / proj["workers"]) and total > 0
+    c = proj["configs"][jobs[0][0]]["as profiled"]
+    assert c["run_s"] == pytest.approx(c["epochs"] * (c["steps_per_epoch"] * c["step_s"] + c["val_s"]))
+    assert "min of training" in proc.stdout

@@ -38,6 +38,7 @@ from .costmodel import COST_CSV_COLUMNS, NOT_DETERMINED, PAPER_INFERENCE_RATIO
 from .endtoend import CAPS, STRATEGIES, fit_all, load_pipeline, measure, ratio_curve
 from .scale import eval_benchmark
 from .shapes import FULL, QUICK
+from .projection import project_study
 from .studystep import study_step_benchmark
 from .timing import Rows
 from .training import training_benchmark
@@ -109,8 +110,9 @@ def cpu_model() -> str:
     return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "")
 
 
-def study_step_only(a) -> int:
-    """``--study-step-only``: :func:`study_step_benchmark` alone, with the machine it ran on in the record."""
+def study_cost(a) -> int:
+    """``--study-cost``: :func:`study_step_benchmark` and :func:`project_study` alone, with the machine they
+    ran on in the record."""
     out, profile = Path(a.out), a.profile or ("smoke" if a.quick else "default")
     out.mkdir(parents=True, exist_ok=True)
     rows = Rows()
@@ -122,11 +124,21 @@ def study_step_only(a) -> int:
         if isinstance(v, dict) and "pairs_per_s" in v:
             print(f"  {key:24s} {v['pairs_per_s']:7.1f} pairs/s, {100 * v['fraction_of_ceiling']:5.1f} % of its "
                   f"precision's matmul ceiling ({100 * v['fraction_of_ceiling_cpu_time']:.1f} % on CPU time)")
-    atomic_write_text(rows.csv_text(), out / "study_step.csv")
-    atomic_write_json(manifest(None, benchmark="cookie_lib.study.bench --study-step-only", profile=profile,
+    print(f"\n[6] projected training time of the {profile} study on this machine (train.amp resolves to "
+          f"{'bf16' if native_bf16('cpu') else 'none'} here; one thread per run)")
+    proj = project_study(profile, **({"steps": 1, "warmup": 0} if a.quick else {}))
+    for name, sec in proj["training_s"].items():
+        rows.add("study_cost", f"{profile} study, {proj['workers']} workers", "training_s", sec, "s",
+                 f"{name}: sum over {len(proj['jobs'])} runs of epochs x (steps x step s + validation s) / workers",
+                 device="cpu", mode=name)
+        print(f"  {name}: {sec / 60:.0f} min of training at {proj['workers']} runs at a time "
+              f"({len(proj['jobs'])} runs; caches, cross-encoders and notebooks not included)")
+    atomic_write_text(rows.csv_text(), out / "study_cost.csv")
+    atomic_write_json(manifest(None, benchmark="cookie_lib.study.bench --study-cost", profile=profile,
                                cpu_model=cpu_model(), cpu_capability=torch.backends.cpu.get_cpu_capability(),
-                               native_bf16=native_bf16("cpu"), study_step=study, rows=rows.rows), out / "study_step.json")
-    print(f"wrote {out / 'study_step.csv'}, {out / 'study_step.json'}, {out / 'profile_study_step.txt'}")
+                               native_bf16=native_bf16("cpu"), study_step=study, projection=proj, rows=rows.rows),
+                      out / "study_cost.json")
+    print(f"wrote {out / 'study_cost.csv'}, {out / 'study_cost.json'}, {out / 'profile_study_step.txt'}")
     return 0
 
 
@@ -147,12 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = torch's default")
     p.add_argument("--study-threads", type=int, default=1, help="threads of the study-step benchmark (default 1, "
                    "as each of the grid's training processes)")
-    p.add_argument("--study-step-only", action="store_true", help="time only the study's training step (both "
-                   "precisions, both dropout mask kinds): writes study_step.csv, study_step.json and "
-                   "profile_study_step.txt to --out, a few minutes; for comparing machines")
+    p.add_argument("--study-cost", action="store_true", help="only the study's training cost on this machine: "
+                   "the study-step benchmark (both precisions, both dropout mask kinds) and the projected training "
+                   "time of the profile's whole study (cookie_lib.study.bench.projection); writes study_cost.csv, "
+                   "study_cost.json and profile_study_step.txt to --out (about 15 minutes on 2 cores)")
     a = p.parse_args(argv)
-    if a.study_step_only:
-        return study_step_only(a)
+    if a.study_cost:
+        return study_cost(a)
     if a.threads:
         torch.set_num_threads(a.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

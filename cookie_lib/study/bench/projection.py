@@ -1,0 +1,78 @@
+"""How long the study's training would take on this machine, measured before it is started.
+
+For every distinct training config of a profile's study (:func:`cookie_lib.study.grid.study_jobs`: each
+variant once, its seeds share the cost) one :class:`cookie_lib.train.Trainer` is built on the profile's
+training split and timed at one thread, as each of the grid's ``workers`` processes trains:
+
+    step_s(v)   = median wall seconds of ``steps`` optimiser steps after ``warmup`` (Trainer._train_step)
+    val_s(v)    = wall seconds of one validation retrieval (Trainer.evaluate), run every ``eval_every`` epochs
+    run_s(v)    = epochs(v) x (steps_per_epoch x step_s(v) + val_s(v) / eval_every)
+    training_s  = sum over the study's (variant, seed) jobs of run_s(variant) / workers
+
+``training_s`` assumes the jobs pack perfectly onto the workers and leaves out the feature caches, the
+one-stream cross-encoders of the speed claim, the benchmark and the notebooks. Each config is timed as the
+profile gives it (``train.amp`` resolved on this machine) and with ``model.dropout_masks: bits``.
+"""
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from ...data import load_corpus
+from ...step import epoch_batches, step_generator
+from ...train import Trainer
+from ..grid import study_jobs
+from ..profile import load_run_profile
+from ..variants import variant_config
+
+MASK_SETTINGS = {"as profiled": {}, "bits masks": {"model.dropout_masks": "bits"}}
+
+
+def time_config(cfg, corpus, steps: int, warmup: int) -> dict:
+    """{"step_s", "val_s", "steps_per_epoch"} of one config (see the module docstring)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tr = Trainer(cfg, Path(tmp) / "run", progress=False, corpus=corpus)
+        t = cfg.train
+        order = epoch_batches(len(tr.train_feats.records), t.seed, 0, t.batch_size * tr.world)
+        tr.step_module.train()
+        times = []
+        for s in range(warmup + steps):
+            t0 = time.perf_counter()
+            tr._train_step(s, [order[s % len(order)]], step_generator(t.seed, 0, s))
+            if s >= warmup:
+                times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        tr.evaluate()
+        val_s = time.perf_counter() - t0
+    return {"step_s": statistics.median(times), "val_s": val_s, "steps_per_epoch": len(order)}
+
+
+def project_study(profile: str, steps: int = 4, warmup: int = 1, progress=print) -> dict:
+    """The projected training time of ``profile``'s study on this machine (module docstring), per mask
+    setting: {"configs": {variant: {setting: timing}}, "jobs": [[variant, seed], ...], "workers",
+    "training_s": {setting: seconds}, "amp": the resolved train.amp}."""
+    study = load_run_profile(profile)
+    jobs = study_jobs(study)
+    variants = list(dict.fromkeys(v for v, _ in jobs))
+    torch.set_num_threads(1)
+    corpus = load_corpus(variant_config(profile, variants[0], jobs[0][1]))
+    configs, run_s = {}, {k: {} for k in MASK_SETTINGS}
+    for v in variants:
+        seed = next(s for w, s in jobs if w == v)
+        configs[v] = {}
+        for name, extra in MASK_SETTINGS.items():
+            cfg = variant_config(profile, v, seed, {**extra, "train.num_threads": 1, "train.checkpoint_every": 0})
+            r = time_config(cfg, corpus, steps, warmup)
+            r["epochs"] = cfg.train.epochs
+            r["run_s"] = cfg.train.epochs * (r["steps_per_epoch"] * r["step_s"] + r["val_s"] / cfg.train.eval_every)
+            configs[v][name], run_s[name][v] = r, r["run_s"]
+            progress(f"  {v:22s} {name:11s} {r['step_s']:.3f} s/step x {r['steps_per_epoch']} steps + "
+                     f"{r['val_s']:.1f} s validation, x {r['epochs']} epochs = {r['run_s'] / 60:5.1f} min per run")
+    workers = max(1, study.workers)
+    total = {name: sum(run_s[name][v] for v, _ in jobs) / workers for name in MASK_SETTINGS}
+    return {"configs": configs, "jobs": [list(j) for j in jobs], "workers": workers, "training_s": total,
+            "amp": variant_config(profile, variants[0], jobs[0][1]).train.amp, "steps": steps, "warmup": warmup}
