@@ -16,7 +16,7 @@ primary contrasts (:func:`claim_verdicts`).
 Per-query results. :func:`save_per_query` stores every run's per-query lists and the concept of every
 query (``results/per_query.npz``); :func:`recompute` gives the claims table from that file alone, and
 ``python -m cookie_lib.study.verdicts recompute --check results/claims.csv`` checks the committed table
-byte for byte. Figure and prose: :mod:`cookie_lib.study.views.claims`.
+(:func:`check_table`: byte for byte, or to rounding on another CPU). Figure and prose: :mod:`cookie_lib.study.views.claims`.
 
     from cookie_lib.study.verdicts import claims_table, load_per_query
     from cookie_lib.study.views.claims import claims_figure, claims_prose
@@ -283,6 +283,25 @@ def recompute(per_query_path: str | Path, n_resamples: int, prereg: str | Path =
     return claims_table(results, prereg, n_resamples=n_resamples, clusters=clusters)
 
 
+CHECK_RTOL = 1e-9  # the last bits of the bootstrap's sums depend on the CPU's vector width (AVX2 vs AVX-512)
+
+
+def check_table(path: Path, text: str) -> str:
+    """How the claims CSV at ``path`` matches the recomputed ``text``: "identical to" (byte for byte), "equal
+    to rounding (rtol 1e-9) to" (every text cell, verdicts included, identical and every number within
+    CHECK_RTOL: what another CPU's floating-point reductions give), or "" (it differs)."""
+    stored = path.read_text()
+    if stored == text:
+        return "identical to"
+    import io
+    try:
+        pd.testing.assert_frame_equal(pd.read_csv(path), pd.read_csv(io.StringIO(text)), check_exact=False,
+                                      rtol=CHECK_RTOL, atol=0.0)
+    except AssertionError:
+        return ""
+    return f"equal to rounding (rtol {CHECK_RTOL:g}) to"
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m cookie_lib.study.verdicts recompute [--per-query F] [--resamples N] [--check CSV | --out CSV]``."""
     import argparse
@@ -296,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     rc.add_argument("--resamples", type=int, default=None,
                     help="bootstrap resamples (default: the value recorded in results/manifest.json beside the file)")
     rc.add_argument("--prereg", default=str(DEFAULT_PREREG))
-    rc.add_argument("--check", metavar="CSV", help="exit 1 unless the recomputed table equals this file byte for byte")
+    rc.add_argument("--check", metavar="CSV", help="exit 1 unless the recomputed table equals this file (byte for "
+                    "byte, or to floating-point rounding: see check_table)")
     rc.add_argument("--out", metavar="CSV", help="write the table here (default: print it)")
     args = ap.parse_args(argv)
     pq = Path(args.per_query)
@@ -313,9 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.check:
-        same = Path(args.check).read_text() == text
-        print(f"{args.check}: {'identical to' if same else 'DIFFERS from'} the table recomputed from {pq} "
-              f"({n} resamples)")
+        same = check_table(Path(args.check), text)
+        print(f"{args.check}: {same or 'DIFFERS from'} the table recomputed from {pq} ({n} resamples)")
         return 0 if same else 1
     if args.out:
         Path(args.out).write_text(text)
