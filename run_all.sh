@@ -45,7 +45,7 @@ for nb in notebooks/0[1-6]_*.ipynb; do
   fi
 done
 
-say "check: the claims table recomputes byte for byte from the committed per-query file"
+say "check: the claims table recomputes (byte for byte, or to rounding on another CPU) from the committed per-query file"
 $PY -m cookie_lib.study.verdicts recompute --per-query "$RESULTS/per_query.npz" --check "$RESULTS/claims.csv"
 say "export the best COOKIE run and render the report"
 $PY -m cookie_lib.study.grid export --profile "$PARAMS" --out "$RESULTS/model/cookie.pt"
