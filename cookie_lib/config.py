@@ -82,7 +82,7 @@ class TrainConfig:
     warmup_steps: int = 50
     grad_accum: int = 1
     # bf16 autocast; "auto" = bf16 where the device multiplies bf16 natively (a CUDA GPU with bf16, a CPU with
-    # AVX-512/AMX), else none: on an AVX2-only CPU bf16 is emulated and a step is ~6x slower than fp32.
+    # AVX-512/AMX), else none: on an AVX2-only CPU bf16 is emulated and a step is 6-11x slower than fp32.
     # Resolved when the config is read (:func:`resolve_amp`), so a run's stored config names what ran.
     amp: Literal["none", "bf16", "auto"] = "none"
     num_views: int = 4  # augmented views per image cached for the visual loss (view 0 is un-augmented)

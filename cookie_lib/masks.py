@@ -64,8 +64,7 @@ def attention(attn: nn.MultiheadAttention, x: torch.Tensor, key_padding_mask: to
     if masks == "bernoulli":
         return attn(x, x, x, key_padding_mask=key_padding_mask, need_weights=False)[0]
     q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
-    heads = [t.unflatten(-1, (attn.num_heads, -1)).transpose(1, 2) for t in (q, k, v)]  # [B, H, T, d_h]
-    q, k, v = heads
+    q, k, v = (t.unflatten(-1, (attn.num_heads, -1)).transpose(1, 2) for t in (q, k, v))  # [B, H, T, d_h]
     scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # [B, H, T, T]
     if key_padding_mask is not None:
         scores = scores.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
@@ -93,7 +92,7 @@ def use_bits_masks(module: nn.Module) -> nn.Module:
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
     AttentionInterface.register(HF_ATTENTION, hf_attention)
     AttentionMaskInterface.register(HF_ATTENTION, sdpa_mask)  # the boolean [B, 1, T, T] mask (True = attend)
-    for name, child in list(module.named_modules()):
+    for child in list(module.modules()):
         for attr, sub in list(child.named_children()):
             if type(sub) is nn.Dropout:
                 setattr(child, attr, BitsDropout(sub.p))

@@ -27,6 +27,7 @@ query (``results/per_query.npz``); :func:`recompute` gives the claims table from
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
@@ -293,7 +294,6 @@ def check_table(path: Path, text: str) -> str:
     stored = path.read_text()
     if stored == text:
         return "identical to"
-    import io
     try:
         pd.testing.assert_frame_equal(pd.read_csv(path), pd.read_csv(io.StringIO(text)), check_exact=False,
                                       rtol=CHECK_RTOL, atol=0.0)

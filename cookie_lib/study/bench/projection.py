@@ -23,32 +23,28 @@ from pathlib import Path
 import torch
 
 from ...data import load_corpus
-from ...step import epoch_batches, step_generator
 from ...train import Trainer
 from ..grid import study_jobs
 from ..profile import load_run_profile
 from ..variants import variant_config
+from .studystep import step_closure, time_alternating
 
 MASK_SETTINGS = {"as profiled": {}, "bits masks": {"model.dropout_masks": "bits"}}
 
 
 def time_config(cfg, corpus, steps: int, warmup: int) -> dict:
-    """{"step_s", "val_s", "steps_per_epoch"} of one config (see the module docstring)."""
+    """{"step_s", "val_s", "steps_per_epoch"} of one config (see the module docstring); the steps are
+    :func:`cookie_lib.study.bench.studystep.step_closure`'s, at the config's own ``train.amp``."""
     with tempfile.TemporaryDirectory() as tmp:
         tr = Trainer(cfg, Path(tmp) / "run", progress=False, corpus=corpus)
-        t = cfg.train
-        order = epoch_batches(len(tr.train_feats.records), t.seed, 0, t.batch_size * tr.world)
         tr.step_module.train()
-        times = []
-        for s in range(warmup + steps):
-            t0 = time.perf_counter()
-            tr._train_step(s, [order[s % len(order)]], step_generator(t.seed, 0, s))
-            if s >= warmup:
-                times.append(time.perf_counter() - t0)
+        times = time_alternating({"step": step_closure(tr, cfg.train.amp)}, steps, warmup)["step"]
         t0 = time.perf_counter()
         tr.evaluate()
         val_s = time.perf_counter() - t0
-    return {"step_s": statistics.median(times), "val_s": val_s, "steps_per_epoch": len(order)}
+    t = cfg.train
+    return {"step_s": statistics.median(times[0]), "val_s": val_s,
+            "steps_per_epoch": len(tr.train_feats.records) // (t.batch_size * tr.world)}
 
 
 def project_study(profile: str, steps: int = 4, warmup: int = 1, progress=print) -> dict:
@@ -58,7 +54,15 @@ def project_study(profile: str, steps: int = 4, warmup: int = 1, progress=print)
     study = load_run_profile(profile)
     jobs = study_jobs(study)
     variants = list(dict.fromkeys(v for v, _ in jobs))
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
+    try:
+        return _project(profile, study, jobs, variants, steps, warmup, progress)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _project(profile, study, jobs, variants, steps, warmup, progress) -> dict:
     corpus = load_corpus(variant_config(profile, variants[0], jobs[0][1]))
     configs, run_s = {}, {k: {} for k in MASK_SETTINGS}
     for v in variants:
