@@ -97,6 +97,9 @@ class TrainConfig:
     # ``plateau_delta`` points of validation mR (= RSUM / 6); ``epochs`` is then the cap (and the cosine's length).
     plateau_delta: float = 0.0  # 0 = off: train exactly ``epochs``
     plateau_patience: int = 2
+    # captions of a training batch embedded in this many length-sorted chunks, each cut to its own longest caption
+    # (cookie_lib.step.CookieStep): the same function with less compute on padding; another dropout stream
+    text_buckets: int = 1
 
 
 @dataclass
@@ -128,7 +131,7 @@ class Config:
 
 # (section, key) of options added after runs were stored: omitted from to_dict() at their default
 OMIT_IF_DEFAULT = (("model", "finetune_visual_blocks"), ("model", "finetune_text_layers"), ("model", "dropout_masks"),
-                   ("train", "plateau_delta"), ("train", "plateau_patience"))
+                   ("train", "plateau_delta"), ("train", "plateau_patience"), ("train", "text_buckets"))
 
 
 def _check_type(key: str, value: Any, annotation: Any) -> Any:
@@ -221,6 +224,9 @@ def validate(cfg: Config) -> Config:
         ("train.plateau_delta", t.plateau_delta >= 0, ">= 0 points of validation mR (0 = no early stopping)"),
         ("train.plateau_patience", t.plateau_patience >= 1, "an int >= 1 (epochs that must each gain < plateau_delta)"),
         ("train.eval_every", not t.plateau_delta or t.eval_every == 1, "1 when train.plateau_delta > 0 (the rule reads every epoch)"),
+        ("train.text_buckets", 1 <= t.text_buckets <= t.batch_size, f"an int in [1, train.batch_size={t.batch_size}]"),
+        ("train.text_buckets", t.text_buckets == 1 or m.freeze_text == "all",
+         "1 when model.freeze_text trains the text encoder live (caption lengths are read from the cache)"),
         ("train.lr", t.lr > 0, "> 0"),
         ("train.encoder_lr", t.encoder_lr >= 0, ">= 0"),
         ("train.weight_decay", t.weight_decay >= 0, ">= 0"),

@@ -319,7 +319,8 @@ class ImageTokens:
 class TextTokens:
     """Caption tokens for rows of ``feats.texts``: cached states, or live through a trainable encoder.
 
-    tokens(rows [B]) -> (tokens [B, T, C_t] float32, mask [B, T] bool), padding trimmed to the batch.
+    tokens(rows [B]) -> (tokens [B, T, C_t] float32, mask [B, T] bool), padding trimmed to the batch;
+    lengths(rows [B]) -> [B] real tokens of each cached caption.
     """
 
     def __init__(self, feats: SplitFeatures, encoder: TextEncoder | None, device: torch.device):
@@ -332,3 +333,8 @@ class TextTokens:
             return self.feats.text_tokens[rows, :t].float().to(self.device), mask[:, :t].to(self.device)
         enc = self.encoder.tokenize([self.feats.texts[int(r)] for r in rows])
         return self.encoder(enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device))
+
+    def lengths(self, rows: torch.Tensor) -> torch.Tensor:
+        if self.encoder is not None:
+            raise ValueError("caption lengths are known for cached text only (model.freeze_text='all')")
+        return self.feats.text_mask[rows].sum(1)

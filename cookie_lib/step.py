@@ -61,12 +61,21 @@ class CookieStep(nn.Module):
 
     forward(idx [B], views_a, views_b, c1, c2 [B], keys [B]) -> (total loss, {name: loss value}).
     Only the embeddings the enabled losses need (``loss.needed()``: v1, v2, t1, t2) are computed.
+
+    ``text_buckets`` = K (``train.text_buckets``): the B captions of t1 (and of t2) are embedded in K
+    chunks of captions sorted by length, each cut to its own longest caption, instead of one [B, T_max]
+    batch. A caption's embedding does not depend on the other captions of its batch, so this is the same
+    function; what changes is the compute on padding (half the text tokens of a batch are padding at
+    K = 1 on the default corpus, a sixth at K = 4) and the order of the dropout draws (another random
+    stream).
     """
 
-    def __init__(self, model: CookieModel, loss: CookieLoss, images: ImageTokens, texts: TextTokens):
+    def __init__(self, model: CookieModel, loss: CookieLoss, images: ImageTokens, texts: TextTokens,
+                 text_buckets: int = 1):
         super().__init__()
         self.model, self.loss = model, loss
         self.images, self.texts = images, texts
+        self.text_buckets = text_buckets
         # register live encoders so their parameters are optimised and synchronised
         self.visual_encoder = images.encoder
         self.text_encoder = texts.encoder
@@ -89,10 +98,19 @@ class CookieStep(nn.Module):
             emb["v2"] = self.model.embed_image(self.images.tokens(views_b, idx))
         for name, rows in (("t1", c1), ("t2", c2)):
             if name in need:
-                emb[name] = self.model.embed_text(*self.texts.tokens(rows))
+                emb[name] = self.embed_text(rows)
         device = next(iter(emb.values())).device
         # idx (rows of the training split) identifies the image for the visual loss's own-view positives
         return self.loss(emb, keys.to(device), idx.to(device))
+
+    def embed_text(self, rows: torch.Tensor) -> torch.Tensor:
+        """Embeddings [B, d] of caption rows [B], in ``text_buckets`` length-sorted chunks (see the class)."""
+        if self.text_buckets == 1:
+            return self.model.embed_text(*self.texts.tokens(rows))
+        order = torch.argsort(self.texts.lengths(rows), stable=True)
+        parts = [self.model.embed_text(*self.texts.tokens(rows[chunk]))
+                 for chunk in order.tensor_split(self.text_buckets)]
+        return torch.cat(parts)[torch.argsort(order)]
 
 
 def epoch_batches(n: int, seed: int, epoch: int, global_batch: int) -> list[torch.Tensor]:

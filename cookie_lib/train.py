@@ -121,7 +121,7 @@ class Trainer:
         self.images = ImageTokens(self.train_feats, visual, cfg.model.image_size, self.device,
                                   grid_flip=t.grid_flip)
         self.texts = TextTokens(self.train_feats, text, self.device)
-        self.step_module = CookieStep(self.model, self.loss, self.images, self.texts).to(self.device)
+        self.step_module = CookieStep(self.model, self.loss, self.images, self.texts, t.text_buckets).to(self.device)
         self.ddp = DistributedDataParallel(self.step_module) if self.world > 1 else None
         # 1-D parameters and the log temperatures are not decayed (cookie_lib.step.param_groups)
         self.optimizer = build_optimizer([self.model, self.loss], [visual, text, *self.model.encoder_tails()], t)

@@ -85,10 +85,11 @@ def test_quick_run_cost_model_json(quick_run):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "self cpu" in (out / "profile_train_step.txt").read_text().lower()
     study = (out / "profile_study_step.txt").read_text()
-    assert study.count("=== ") == 8 and "frozen step, bf16" in study and "frozen bits step, fp32" in study
+    assert study.count("=== ") == 12 and "frozen step, bf16" in study and "frozen bits step, fp32" in study
+    assert f"finetune_k{FT_BLOCKS} bits buckets step, fp32" in study
     assert "self cpu" in study.lower()
     assert set(data["headline"]["study_step"]) == {f"{arm}{k} {m}" for arm in ("frozen", f"finetune_k{FT_BLOCKS}")
-                                                   for k in ("", " bits") for m in ("fp32", "bf16")}
+                                                   for k in ("", " bits", " bits buckets") for m in ("fp32", "bf16")}
     from cookie_lib.study.views.report import bench_block
     assert "The study's own training step" in bench_block(out)  # the README's benchmark block says it
     assert not list(out.glob(".*tmp*")), "a temporary file was left behind"
@@ -195,10 +196,10 @@ def test_study_cost_writes_its_own_files(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads((tmp_path / "study_cost.json").read_text())
     assert data["profile"] == "smoke" and isinstance(data["native_bf16"], bool) and data["cpu_capability"]
-    assert {"frozen fp32", "frozen bits fp32"} <= set(data["study_step"])
+    assert {"frozen fp32", "frozen bits fp32", "frozen bits buckets fp32"} <= set(data["study_step"])
     assert (tmp_path / "profile_study_step.txt").exists() and not (tmp_path / "benchmarks.csv").exists()
     assert "frozen bits" in proc.stdout and "pairs/s" in proc.stdout
-    # the projection: every job of the smoke study, each variant timed once per mask setting
+    # the projection: every job of the smoke study, each variant timed once per cost setting
     from cookie_lib.study.grid import study_jobs
     from cookie_lib.study.profile import load_run_profile
     proj = data["projection"]

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from cookie_lib.config import load_config, resolve_path
+from cookie_lib.config import ConfigError, load_config, resolve_path
 from cookie_lib.features import ImageTokens, TextTokens, split_features
 from cookie_lib.losses import CookieLoss
 from cookie_lib.model import CookieModel
@@ -122,3 +122,39 @@ def test_train_step_names_step_term_and_checkpoint_on_nan(smoke_parts, monkeypat
     monkeypatch.setattr(L, "info_nce", nan_textual)
     with pytest.raises(NonFiniteLossError, match=r"non-finite textual loss \(nan\) at step 7; .*ckpt\.pt"):
         _one_step(cfg, feats, model.state_dict(), loss.state_dict(), step=7)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_text_buckets_embed_every_caption_as_one_batch_does(smoke_parts, k):
+    """Length-sorted chunks are the same function as one padded batch (eval mode: no dropout), in the
+    batch's own order, with gradients to the same parameters."""
+    cfg, feats, model, loss = smoke_parts
+    texts = TextTokens(feats, None, torch.device("cpu"))
+    images = ImageTokens(feats, None, cfg.model.image_size, torch.device("cpu"))
+    rows = torch.randperm(len(feats.texts), generator=torch.Generator().manual_seed(0))[:24]
+    lengths = texts.lengths(rows)
+    assert lengths.min() < lengths.max()  # the chunks really are cut to different lengths
+    one, chunked = CookieStep(model, loss, images, texts).eval(), CookieStep(model, loss, images, texts, k).eval()
+    a, b = one.embed_text(rows), chunked.embed_text(rows)
+    assert b.shape == a.shape and torch.allclose(a, b, atol=1e-6)
+    b.sum().backward()
+    assert model.text_proj.weight.grad is not None and model.text_proj.weight.grad.abs().sum() > 0
+    model.zero_grad(set_to_none=True)
+
+
+def test_text_buckets_key_is_left_out_at_its_default_and_checked():
+    assert "text_buckets" not in load_config("smoke").to_dict()["train"]
+    assert load_config("smoke", {"train.text_buckets": 2}).to_dict()["train"]["text_buckets"] == 2
+    for bad, match in (({"train.text_buckets": 0}, r"train.text_buckets=0 .*\[1, train.batch_size"),
+                       ({"train.text_buckets": 2, "model.freeze_text": "none"}, "live")):
+        with pytest.raises(ConfigError, match=match):
+            load_config("smoke", bad)
+
+
+def test_trainer_embeds_training_captions_in_the_configured_buckets(smoke_corpus, tmp_path):
+    from cookie_lib.train import Trainer
+
+    cfg = load_config("smoke", {"train.text_buckets": 2, "train.max_steps": 2})
+    tr = Trainer(cfg, tmp_path / "run", progress=False, corpus=smoke_corpus)
+    assert tr.step_module.text_buckets == 2
+    assert tr.run().global_step == 2

@@ -11,7 +11,8 @@ training split and timed at one thread, as each of the grid's ``workers`` proces
 
 ``training_s`` assumes the jobs pack perfectly onto the workers and leaves out the feature caches, the
 one-stream cross-encoders of the speed claim, the benchmark and the notebooks. Each config is timed as the
-profile gives it (``train.amp`` resolved on this machine) and with ``model.dropout_masks: bits``.
+profile gives it (``train.amp`` resolved on this machine) and under each opt-in cost cut of
+:data:`cookie_lib.study.bench.studystep.SETTINGS` (bits masks; bits masks + text buckets).
 """
 from __future__ import annotations
 
@@ -27,9 +28,9 @@ from ...train import Trainer
 from ..grid import study_jobs
 from ..profile import load_run_profile
 from ..variants import variant_config
-from .studystep import step_closure, time_alternating
+from .studystep import SETTINGS, step_closure, time_alternating
 
-MASK_SETTINGS = {"as profiled": {}, "bits masks": {"model.dropout_masks": "bits"}}
+PROJECTED = {suffix or "as profiled": extra for suffix, extra in SETTINGS.items()}  # setting name -> overrides
 
 
 def time_config(cfg, corpus, steps: int, warmup: int) -> dict:
@@ -48,8 +49,8 @@ def time_config(cfg, corpus, steps: int, warmup: int) -> dict:
 
 
 def project_study(profile: str, steps: int = 4, warmup: int = 1, progress=print) -> dict:
-    """The projected training time of ``profile``'s study on this machine (module docstring), per mask
-    setting: {"configs": {variant: {setting: timing}}, "jobs": [[variant, seed], ...], "workers",
+    """The projected training time of ``profile``'s study on this machine (module docstring), per cost
+    setting (``PROJECTED``): {"configs": {variant: {setting: timing}}, "jobs": [[variant, seed], ...], "workers",
     "training_s": {setting: seconds}, "amp": the resolved train.amp}."""
     study = load_run_profile(profile)
     jobs = study_jobs(study)
@@ -64,19 +65,19 @@ def project_study(profile: str, steps: int = 4, warmup: int = 1, progress=print)
 
 def _project(profile, study, jobs, variants, steps, warmup, progress) -> dict:
     corpus = load_corpus(variant_config(profile, variants[0], jobs[0][1]))
-    configs, run_s = {}, {k: {} for k in MASK_SETTINGS}
+    configs, run_s = {}, {k: {} for k in PROJECTED}
     for v in variants:
         seed = next(s for w, s in jobs if w == v)
         configs[v] = {}
-        for name, extra in MASK_SETTINGS.items():
+        for name, extra in PROJECTED.items():
             cfg = variant_config(profile, v, seed, {**extra, "train.num_threads": 1, "train.checkpoint_every": 0})
             r = time_config(cfg, corpus, steps, warmup)
             r["epochs"] = cfg.train.epochs
             r["run_s"] = cfg.train.epochs * (r["steps_per_epoch"] * r["step_s"] + r["val_s"] / cfg.train.eval_every)
             configs[v][name], run_s[name][v] = r, r["run_s"]
-            progress(f"  {v:22s} {name:11s} {r['step_s']:.3f} s/step x {r['steps_per_epoch']} steps + "
+            progress(f"  {v:22s} {name:12s} {r['step_s']:.3f} s/step x {r['steps_per_epoch']} steps + "
                      f"{r['val_s']:.1f} s validation, x {r['epochs']} epochs = {r['run_s'] / 60:5.1f} min per run")
     workers = max(1, study.workers)
-    total = {name: sum(run_s[name][v] for v, _ in jobs) / workers for name in MASK_SETTINGS}
+    total = {name: sum(run_s[name][v] for v, _ in jobs) / workers for name in PROJECTED}
     return {"configs": configs, "jobs": [list(j) for j in jobs], "workers": workers, "training_s": total,
             "amp": variant_config(profile, variants[0], jobs[0][1]).train.amp, "steps": steps, "warmup": warmup}

@@ -1,0 +1,30 @@
+"""Pilot: the study's training step eager vs torch.compile (the whole CookieStep, Inductor on CPU; default
+profile, seed 10, 1 thread, fp32). Usage: python scripts/pilot_compile.py STEPS VARIANT [VARIANT ...]
+Output: results/machines/epyc-avx2-2026-12-02/pilot_compile.txt."""
+import sys, time, statistics
+import torch
+from cookie_lib.study.variants import variant_config
+from cookie_lib.train import Trainer
+from cookie_lib.study.bench.studystep import step_closure
+
+torch.set_num_threads(1)
+n = int(sys.argv[1])
+for v in sys.argv[2:]:
+    cfg = variant_config("default", v, 10)
+    tr = Trainer(cfg, f"/tmp/pilot/run_{v}", progress=True)
+    eager = step_closure(tr, "none")
+    for _ in range(2):
+        eager()
+    ts = []
+    for _ in range(n):
+        t = time.perf_counter(); eager(); ts.append(time.perf_counter() - t)
+    te = statistics.median(ts)
+    tr.step_module.compile()
+    comp = step_closure(tr, "none")
+    t = time.perf_counter(); comp(); first = time.perf_counter() - t
+    t = time.perf_counter(); comp(); second = time.perf_counter() - t
+    ts = []
+    for _ in range(n):
+        t = time.perf_counter(); comp(); ts.append(time.perf_counter() - t)
+    tc = statistics.median(ts)
+    print(f"{v}: eager {te:.3f} s/step, compiled {tc:.3f} s/step ({te / tc:.2f}x); first compiled step {first:.1f} s, second {second:.1f} s", flush=True)
