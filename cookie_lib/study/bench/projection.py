@@ -4,7 +4,8 @@ For every distinct training config of a profile's study (:func:`cookie_lib.study
 variant once, its seeds share the cost) one :class:`cookie_lib.train.Trainer` is built on the profile's
 training split and timed at one thread, as each of the grid's ``workers`` processes trains:
 
-    step_s(v)   = median wall seconds of ``steps`` optimiser steps after ``warmup`` (Trainer._train_step)
+    step_s(v)   = median wall seconds of ``steps`` optimiser steps after ``warmup`` (Trainer._train_step),
+                  the cost settings' steps alternating call by call
     val_s(v)    = wall seconds of one validation retrieval (Trainer.evaluate), run every ``eval_every`` epochs
     run_s(v)    = epochs(v) x (steps_per_epoch x step_s(v) + val_s(v) / eval_every)
     training_s  = sum over the study's (variant, seed) jobs of run_s(variant) / workers
@@ -33,22 +34,28 @@ from .studystep import SETTINGS, step_closure, time_alternating
 PROJECTED = {suffix or "as profiled": extra for suffix, extra in SETTINGS.items()}  # setting name -> overrides
 
 
-def time_config(cfg, corpus, steps: int, warmup: int) -> dict:
-    """{"step_s", "val_s", "steps_per_epoch"} of one config (see the module docstring); the steps are
-    :func:`cookie_lib.study.bench.studystep.step_closure`'s, at the config's own ``train.amp``."""
+def time_settings(cfgs: dict, corpus, steps: int, warmup: int) -> dict:
+    """{setting: {"step_s", "val_s", "steps_per_epoch"}} of one variant's configs, one per cost setting (see
+    the module docstring): the settings' steps alternate call by call
+    (:func:`cookie_lib.study.bench.studystep.time_alternating`), so a drift of the machine's speed slows them
+    alike, each at its config's own ``train.amp``."""
     with tempfile.TemporaryDirectory() as tmp:
-        tr = Trainer(cfg, Path(tmp) / "run", progress=False, corpus=corpus)
-        tr.step_module.train()
-        times = time_alternating({"step": step_closure(tr, cfg.train.amp)}, steps, warmup)["step"]
-        t0 = time.perf_counter()
-        tr.evaluate()
-        val_s = time.perf_counter() - t0
-    t = cfg.train
-    return {"step_s": statistics.median(times[0]), "val_s": val_s,
-            "steps_per_epoch": len(tr.train_feats.records) // (t.batch_size * tr.world)}
+        trainers = {name: Trainer(cfg, Path(tmp) / str(i), progress=False, corpus=corpus)
+                    for i, (name, cfg) in enumerate(cfgs.items())}
+        for tr in trainers.values():
+            tr.step_module.train()
+        times = time_alternating({n: step_closure(tr, tr.cfg.train.amp) for n, tr in trainers.items()}, steps, warmup)
+        out = {}
+        for name, tr in trainers.items():
+            t0 = time.perf_counter()
+            tr.evaluate()
+            t = tr.cfg.train
+            out[name] = {"step_s": statistics.median(times[name][0]), "val_s": time.perf_counter() - t0,
+                         "steps_per_epoch": len(tr.train_feats.records) // (t.batch_size * tr.world)}
+    return out
 
 
-def project_study(profile: str, steps: int = 4, warmup: int = 1, progress=print) -> dict:
+def project_study(profile: str, steps: int = 6, warmup: int = 2, progress=print) -> dict:
     """The projected training time of ``profile``'s study on this machine (module docstring), per cost
     setting (``PROJECTED``): {"configs": {variant: {setting: timing}}, "jobs": [[variant, seed], ...], "workers",
     "training_s": {setting: seconds}, "amp": the resolved train.amp}."""
@@ -68,13 +75,14 @@ def _project(profile, study, jobs, variants, steps, warmup, progress) -> dict:
     configs, run_s = {}, {k: {} for k in PROJECTED}
     for v in variants:
         seed = next(s for w, s in jobs if w == v)
-        configs[v] = {}
-        for name, extra in PROJECTED.items():
-            cfg = variant_config(profile, v, seed, {**extra, "train.num_threads": 1, "train.checkpoint_every": 0})
-            r = time_config(cfg, corpus, steps, warmup)
+        cfgs = {name: variant_config(profile, v, seed, {**extra, "train.num_threads": 1, "train.checkpoint_every": 0})
+                for name, extra in PROJECTED.items()}
+        configs[v] = time_settings(cfgs, corpus, steps, warmup)
+        for name, cfg in cfgs.items():
+            r = configs[v][name]
             r["epochs"] = cfg.train.epochs
             r["run_s"] = cfg.train.epochs * (r["steps_per_epoch"] * r["step_s"] + r["val_s"] / cfg.train.eval_every)
-            configs[v][name], run_s[name][v] = r, r["run_s"]
+            run_s[name][v] = r["run_s"]
             progress(f"  {v:22s} {name:12s} {r['step_s']:.3f} s/step x {r['steps_per_epoch']} steps + "
                      f"{r['val_s']:.1f} s validation, x {r['epochs']} epochs = {r['run_s'] / 60:5.1f} min per run")
     workers = max(1, study.workers)
