@@ -66,7 +66,7 @@ class CookieStep(nn.Module):
     chunks of captions sorted by length, each cut to its own longest caption, instead of one [B, T_max]
     batch. A caption's embedding does not depend on the other captions of its batch, so this is the same
     function; what changes is the compute on padding (half the text tokens of a batch are padding at
-    K = 1 on the default corpus, a sixth at K = 4) and the order of the dropout draws (another random
+    K = 1 on the default corpus, a third at K = 2) and the order of the dropout draws (another random
     stream).
     """
 
