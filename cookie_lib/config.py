@@ -226,7 +226,7 @@ def validate(cfg: Config) -> Config:
         ("train.eval_every", not t.plateau_delta or t.eval_every == 1, "1 when train.plateau_delta > 0 (the rule reads every epoch)"),
         ("train.text_buckets", 1 <= t.text_buckets <= t.batch_size, f"an int in [1, train.batch_size={t.batch_size}]"),
         ("train.text_buckets", t.text_buckets == 1 or m.freeze_text == "all",
-         "1 when model.freeze_text trains the text encoder live (caption lengths are read from the cache)"),
+         f"1 when model.freeze_text={m.freeze_text!r} trains the text encoder live (caption lengths come from the cache)"),
         ("train.lr", t.lr > 0, "> 0"),
         ("train.encoder_lr", t.encoder_lr >= 0, ">= 0"),
         ("train.weight_decay", t.weight_decay >= 0, ">= 0"),

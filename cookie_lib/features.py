@@ -320,7 +320,8 @@ class TextTokens:
     """Caption tokens for rows of ``feats.texts``: cached states, or live through a trainable encoder.
 
     tokens(rows [B]) -> (tokens [B, T, C_t] float32, mask [B, T] bool), padding trimmed to the batch;
-    lengths(rows [B]) -> [B] real tokens of each cached caption.
+    lengths(rows [B]) -> [B] real tokens of each cached caption. Both rely on the cache's right padding
+    (a caption's real tokens come first, as the tokenizer writes them).
     """
 
     def __init__(self, feats: SplitFeatures, encoder: TextEncoder | None, device: torch.device):

@@ -109,7 +109,7 @@ class CookieStep(nn.Module):
             return self.model.embed_text(*self.texts.tokens(rows))
         order = torch.argsort(self.texts.lengths(rows), stable=True)
         parts = [self.model.embed_text(*self.texts.tokens(rows[chunk]))
-                 for chunk in order.tensor_split(self.text_buckets)]
+                 for chunk in order.tensor_split(min(self.text_buckets, len(rows)))]
         return torch.cat(parts)[torch.argsort(order)]
 
 

@@ -1,8 +1,13 @@
 """Pilot: the study's training step eager vs torch.compile (the whole CookieStep, Inductor on CPU; default
 profile, seed 10, 1 thread, fp32). Usage: python scripts/pilot_compile.py STEPS VARIANT [VARIANT ...]
 Output: results/machines/epyc-avx2-2026-12-02/pilot_compile.txt."""
-import sys, time, statistics
+import statistics
+import sys
+import tempfile
+import time
+
 import torch
+
 from cookie_lib.study.variants import variant_config
 from cookie_lib.train import Trainer
 from cookie_lib.study.bench.studystep import step_closure
@@ -11,7 +16,8 @@ torch.set_num_threads(1)
 n = int(sys.argv[1])
 for v in sys.argv[2:]:
     cfg = variant_config("default", v, 10)
-    tr = Trainer(cfg, f"/tmp/pilot/run_{v}", progress=True)
+    tmp = tempfile.TemporaryDirectory()
+    tr = Trainer(cfg, tmp.name, progress=True)
     eager = step_closure(tr, "none")
     for _ in range(2):
         eager()
@@ -28,3 +34,4 @@ for v in sys.argv[2:]:
         t = time.perf_counter(); comp(); ts.append(time.perf_counter() - t)
     tc = statistics.median(ts)
     print(f"{v}: eager {te:.3f} s/step, compiled {tc:.3f} s/step ({te / tc:.2f}x); first compiled step {first:.1f} s, second {second:.1f} s", flush=True)
+    tmp.cleanup()

@@ -40,7 +40,7 @@ from .timing import Rows, count_flops, matmul_ceiling
 AMPS = ("none", "bf16")
 # The cost settings a step is timed under, keyed by the suffix of their rows ("" = the profile as it is). Both
 # cuts are opt-in because each draws another random stream than the committed runs.
-TEXT_BUCKETS = 2  # pilot (AVX2, 1 thread): 2 length-sorted chunks 1.28x frozen / 1.33x fine-tuned; 4 and 8 no better
+TEXT_BUCKETS = 2  # scripts/pilot_text_buckets.py: fastest frozen step, within 3-8 % of K = 4 for the fine-tuned one
 SETTINGS = {"": {}, "bits": {"model.dropout_masks": "bits"},
             "bits buckets": {"model.dropout_masks": "bits", "train.text_buckets": TEXT_BUCKETS}}
 DTYPE = {"none": torch.float32, "bf16": torch.bfloat16}
