@@ -330,7 +330,7 @@ class TextTokens:
     def tokens(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.encoder is None:
             mask = self.feats.text_mask[rows]
-            t = int(mask.sum(1).max())  # drop all-padding columns: most captions are a few words
+            t = int(self.lengths(rows).max())  # drop all-padding columns: most captions are a few words
             return self.feats.text_tokens[rows, :t].float().to(self.device), mask[:, :t].to(self.device)
         enc = self.encoder.tokenize([self.feats.texts[int(r)] for r in rows])
         return self.encoder(enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device))

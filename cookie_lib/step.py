@@ -107,10 +107,15 @@ class CookieStep(nn.Module):
         """Embeddings [B, d] of caption rows [B], in ``text_buckets`` length-sorted chunks (see the class)."""
         if self.text_buckets == 1:
             return self.model.embed_text(*self.texts.tokens(rows))
-        order = torch.argsort(self.texts.lengths(rows), stable=True)
-        parts = [self.model.embed_text(*self.texts.tokens(rows[chunk]))
-                 for chunk in order.tensor_split(min(self.text_buckets, len(rows)))]
-        return torch.cat(parts)[torch.argsort(order)]
+        chunks = length_buckets(self.texts.lengths(rows), self.text_buckets)
+        parts = [self.model.embed_text(*self.texts.tokens(rows[chunk])) for chunk in chunks]
+        return torch.cat(parts)[torch.argsort(torch.cat(chunks))]
+
+
+def length_buckets(lengths: torch.Tensor, k: int) -> list[torch.Tensor]:
+    """Positions [B] of ``lengths`` [B] sorted by length (stable) and cut into min(k, B) chunks of near-equal
+    size: the chunks :meth:`CookieStep.embed_text` embeds one at a time."""
+    return list(torch.argsort(lengths, stable=True).tensor_split(min(k, len(lengths))))
 
 
 def epoch_batches(n: int, seed: int, epoch: int, global_batch: int) -> list[torch.Tensor]:

@@ -16,7 +16,7 @@ import torch
 from cookie_lib.config import resolve_path
 from cookie_lib.data import load_corpus
 from cookie_lib.features import split_features
-from cookie_lib.step import epoch_batches, sample_pairs, step_generator
+from cookie_lib.step import epoch_batches, length_buckets, sample_pairs, step_generator
 from cookie_lib.study.bench.studystep import step_closure, time_alternating
 from cookie_lib.study.bench.timing import count_flops, matmul_ceiling
 from cookie_lib.study.variants import variant_config
@@ -36,9 +36,10 @@ def fill() -> None:
         real = computed = 0
         for s, idx in enumerate(epoch_batches(len(f.records), cfg.train.seed, 0, cfg.train.batch_size)):
             for rows in sample_pairs(f, idx, cfg.train.num_views, step_generator(cfg.train.seed, 0, s))[2:]:
-                for chunk in f.text_mask[rows].sum(1).sort().values.tensor_split(k):
-                    real += int(chunk.sum())
-                    computed += int(chunk.max()) * len(chunk)
+                caption_lengths = f.text_mask[rows].sum(1)
+                for chunk in length_buckets(caption_lengths, k):
+                    real += int(caption_lengths[chunk].sum())
+                    computed += int(caption_lengths[chunk].max()) * len(chunk)
         print(f"K = {k}: fill {real / computed:.3f} (real / computed text tokens)")
 
 

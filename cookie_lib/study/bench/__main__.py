@@ -162,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--study-cost", action="store_true", help="only the study's training cost on this machine: "
                    "the study-step benchmark (both precisions, each cost setting of studystep.SETTINGS) and the "
                    "projected training time of the profile's whole study (cookie_lib.study.bench.projection); writes "
-                   "study_cost.csv, study_cost.json and profile_study_step.txt to --out (about 30 minutes on 2 cores "
-                   "of an AVX2-only CPU)")
+                   "study_cost.csv, study_cost.json and profile_study_step.txt to --out (tens of minutes on a CPU; its "
+                   "bf16 steps are slowest where bf16 is emulated)")
     a = p.parse_args(argv)
     if a.study_cost:
         return study_cost(a)
